@@ -184,12 +184,21 @@ def _add(out, start, signal):
     out[i: i + len(signal)] += signal
 
 
+def _clip_env(env, start, n, sr):
+    """The part of a note's envelope that falls inside the song (None when none does)."""
+    room = n - int(round(start * sr))
+    return env[:room] if room > 0 else None
+
+
 def _render_vocals(notes, n, sr, rng):
     out = np.zeros(n)
     vib_rate = rng.uniform(4.8, 6.2)
     vib_depth = rng.uniform(0.2, 0.45)  # semitones
     for start, dur, note, vel in notes:
         env = _adsr(int(dur * sr), sr, 0.04, 0.12, 0.8, 0.08)
+        env = _clip_env(env, start, n, sr)
+        if env is None:
+            continue
         t = np.arange(len(env)) / sr
         onset = np.clip((t - 0.12) / 0.25, 0.0, 1.0)  # vibrato fades in after the attack
         semis = vib_depth * onset * np.sin(2 * np.pi * vib_rate * t + rng.uniform(0, 2 * np.pi))
@@ -213,6 +222,9 @@ def _render_bass(notes, n, sr, rng):
     brightness = rng.uniform(1.0, 2.0)
     for start, dur, note, vel in notes:
         env = _adsr(int(dur * sr), sr, 0.004, 0.2, 0.6, 0.05)
+        env = _clip_env(env, start, n, sr)
+        if env is None:
+            continue
         t = np.arange(len(env)) / sr
         f0 = midi_to_hz(note)
         k = np.arange(1, 11)
@@ -226,7 +238,9 @@ def _render_bass(notes, n, sr, rng):
 def _render_drums(hits, n, sr, rng):
     out = np.zeros(n)
     for start, dur, key, vel in hits:
-        m = int(dur * sr)
+        m = min(int(dur * sr), n - int(round(start * sr)))
+        if m <= 0:
+            continue
         t = np.arange(m) / sr
         if key == _KICK:
             freq = 48.0 + 110.0 * np.exp(-t / 0.035)
@@ -250,6 +264,9 @@ def _render_other(notes, n, sr, rng):
     detune = 2.0 ** (rng.uniform(2.0, 6.0) / 1200.0)  # a few cents
     for start, dur, note, vel in notes:
         env = _adsr(int(dur * sr), sr, 0.06, 0.35, 0.6, 0.35)
+        env = _clip_env(env, start, n, sr)
+        if env is None:
+            continue
         t = np.arange(len(env)) / sr
         f0 = midi_to_hz(note)
         k = np.arange(1, 9)
