@@ -1,0 +1,31 @@
+"""The one place that knows about backends: compiling pure inference functions."""
+
+import keras
+
+
+def compile_inference_function(model, fn):
+    """Compile `fn(*tensors)` that reads `model`'s variables: `jax.jit` (stateless),
+    `tf.function`, or `torch.no_grad` eager on torch. Returns a callable with the same signature."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def stateless(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(model.variables, values))):
+                return fn(*args)
+
+        return lambda *args: stateless([v.value for v in model.variables], *args)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    if backend == "torch":
+        import torch
+
+        def no_grad(*args):
+            with torch.no_grad():
+                return fn(*args)
+
+        return no_grad
+    return fn

@@ -1,0 +1,103 @@
+"""Input checks that turn bad input into errors naming the problem."""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def _as_float_tensor(value, what):
+    tensor = ops.convert_to_tensor(value)
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    if "float" not in dtype:
+        raise TypeError(f"{what} must be floating point, got dtype {dtype}")
+    if not bool(ops.convert_to_numpy(ops.all(ops.isfinite(tensor)))):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return ops.cast(tensor, "float32")
+
+
+def _flatten_channels(tensor, rank, what, layout):
+    if tensor.ndim not in (rank, rank + 1):
+        raise ValueError(
+            f"{what} must have shape {layout} or with a channels axis after batch; "
+            f"got rank {tensor.ndim} with shape {tuple(tensor.shape)}"
+        )
+    if tensor.ndim == rank:
+        return tensor, None
+    shape = tuple(int(d) for d in tensor.shape)
+    return ops.reshape(tensor, (shape[0] * shape[1],) + shape[2:]), shape[1]
+
+
+def check_audio(audio, min_samples):
+    """`(batch, samples)` or `(batch, channels, samples)` -> float32 `(items, samples)`, channels."""
+    tensor = _as_float_tensor(audio, "audio")
+    tensor, channels = _flatten_channels(tensor, 2, "audio", "(batch, samples)")
+    if tensor.shape[0] == 0:
+        raise ValueError("audio has an empty batch")
+    num_samples = int(tensor.shape[-1])
+    if num_samples < max(1, min_samples):
+        raise ValueError(
+            f"audio is too short: {num_samples} samples, at least {max(1, min_samples)} needed"
+        )
+    return tensor, channels
+
+
+def check_latents(latents, latent_channels):
+    """`(batch, frames, C)` or `(batch, channels, frames, C)` -> float32 `(items, frames, C)`, channels."""
+    tensor = _as_float_tensor(latents, "latents")
+    tensor, channels = _flatten_channels(tensor, 3, "latents", "(batch, frames, latent_channels)")
+    if int(tensor.shape[-1]) != latent_channels:
+        raise ValueError(
+            f"latents have {int(tensor.shape[-1])} channels on the last axis, "
+            f"this model expects {latent_channels}"
+        )
+    if int(tensor.shape[1]) < 1 or int(tensor.shape[0]) < 1:
+        raise ValueError(f"latents are empty: shape {tuple(tensor.shape)}")
+    return tensor, channels
+
+
+def restore_channels(tensor, channels):
+    """Undo `_flatten_channels`: `(batch * channels, ...)` -> `(batch, channels, ...)`."""
+    if channels is None:
+        return tensor
+    shape = tuple(int(d) for d in tensor.shape)
+    return ops.reshape(tensor, (shape[0] // channels, channels) + shape[1:])
+
+
+def check_steps(steps):
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return int(steps)
+
+
+def check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    return int(seed)
+
+
+def check_noise(noise, shape):
+    tensor = _as_float_tensor(noise, "noise")
+    if tuple(int(d) for d in tensor.shape) != tuple(shape):
+        raise ValueError(f"noise must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
+    return tensor
+
+
+def check_architecture(config):
+    """Raise ValueError for inconsistent architecture fields."""
+    levels = len(config["layers_list"])
+    for key in ("multipliers_list", "attention_list", "layers_list_encoder", "attention_list_encoder"):
+        if len(config[key]) != levels:
+            raise ValueError(f"{key} has {len(config[key])} entries, layers_list has {levels}")
+    if len(config["freq_downsample_list"]) != levels - 1:
+        raise ValueError("freq_downsample_list needs len(layers_list) - 1 entries")
+    for key in ("hop_size", "base_channels", "bottleneck_base_channels", "bottleneck_channels", "cond_channels"):
+        if int(config[key]) < 1:
+            raise ValueError(f"{key} must be positive, got {config[key]}")
+    for multiplier in config["multipliers_list"]:
+        channels = config["base_channels"] * multiplier
+        if channels < 4:
+            raise ValueError(f"every level needs at least 4 channels for GroupNorm, got {channels}")
+    if not config["sigma_min"] < config["sigma_max"]:
+        raise ValueError("sigma_min must be smaller than sigma_max")
+    if not float(config["scale_factor"]) > 0 or not np.isfinite(config["scale_factor"]):
+        raise ValueError(f"scale_factor must be positive and finite, got {config['scale_factor']}")

@@ -1,0 +1,56 @@
+"""Registry of built-in preset names."""
+
+import os
+
+OFFICIAL_HF_REPO = "BernardoTorres/linear_consistency_autoencoders"
+
+TINY_ARCHITECTURE = dict(
+    base_channels=8,
+    layers_list=[1, 1, 1, 1, 1],
+    bottleneck_base_channels=32,
+    bottleneck_channels=16,
+    cond_channels=32,
+    num_bottleneck_layers=1,
+)
+
+BUILTIN_PRESETS = {
+    "lin_cae": dict(
+        description="Official Lin-CAE (gain annealing), 58.2 M parameters, 64 latent channels.",
+        config=dict(scale_factor=33.0),
+        official_folder="0a3afbec_weights",
+        training_mode="lin_cae",
+    ),
+    "lin_cae_2": dict(
+        description="Official Lin-CAE-2 (constant gain range [0, 3]), 58.2 M parameters.",
+        config=dict(scale_factor=40.0),
+        official_folder="2f4c6d21_weights",
+        training_mode="lin_cae_2",
+    ),
+    "m2l": dict(
+        description="Official Music2Latent baseline retrained by the Lin-CAE authors, 58.2 M parameters.",
+        config=dict(scale_factor=15.0),
+        official_folder="1511f18a_weights",
+        training_mode="m2l",
+    ),
+    "lin_cae_tiny": dict(
+        description="Tiny Lin-CAE architecture (~0.56 M parameters) for tests and demos.",
+        config=dict(TINY_ARCHITECTURE),
+        official_folder=None,
+        training_mode="lin_cae",
+    ),
+}
+
+
+def list_presets():
+    """Names of the built-in presets."""
+    return sorted(BUILTIN_PRESETS)
+
+
+def official_scale_factor(src_dir):
+    """Official latent scale for a release folder (by its hash in the name), else 1.0."""
+    base = os.path.basename(os.path.normpath(src_dir))
+    for preset in BUILTIN_PRESETS.values():
+        folder = preset["official_folder"]
+        if folder and folder.split("_")[0] in base:
+            return float(preset["config"]["scale_factor"])
+    return 1.0
