@@ -137,6 +137,8 @@ def _source_files(folder, musdb_stems):
     songs = {os.path.dirname(p) for p in files if _stem_name(p) == "mixture"}
     if not songs:
         return files
+    if isinstance(musdb_stems, str):
+        musdb_stems = [musdb_stems]
     if musdb_stems is True:
         wanted = {"mixture", *MUSDB_STEMS}
     elif not musdb_stems:
@@ -217,8 +219,7 @@ class _SoundfileReader:
         self.frames = self._file.frames
 
     def read(self, start, frames):
-        if start:
-            self._file.seek(start)
+        self._file.seek(start)
         return self._file.read(frames, dtype="float32", always_2d=True).T
 
     def close(self):

@@ -184,6 +184,7 @@ def test_musdb_layout_uses_mixture_and_optionally_stems(musdb):
     assert count() == 2
     assert count(musdb_stems=True) == 10
     assert count(musdb_stems=["vocals"]) == 4
+    assert count(musdb_stems="drums") == 4
     assert count(musdb_stems=True, crops_per_file=3) == 30
     # the mixture of a song is the sum of its stems, crops of it are what the pipeline yields
     mixture = data.load_audio(musdb / "train" / "song_000" / "mixture.wav")[0]
@@ -214,6 +215,13 @@ def test_mixed_folder_skips_bad_files(mixed_folder):
     spectrum = np.abs(np.fft.rfft(hi))
     assert np.argmax(spectrum) * SR / clip == pytest.approx(1000.0, abs=2.0)
     np.testing.assert_allclose(clips[3, :half], 2 * clips[2, :half], atol=1e-3)  # channels
+    # several crops of files shorter than a clip: each crop is the whole (padded) file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.AudioDecodeWarning)
+        ds = data.audio_dataset(mixed_folder, clip, batch_size=8, repeat=False, shuffle=False,
+                                drop_remainder=False, silence_rms_db=None, crops_per_file=2)
+        twice = np.concatenate(as_numpy(ds))
+    np.testing.assert_array_equal(twice, clips[[0, 0, 1, 1, 2, 3, 2, 3]])
 
 
 def test_mixed_folder_repeats_without_crashing(mixed_folder):
