@@ -1,14 +1,43 @@
 """Convolution with PyTorch's explicit padding semantics, channels last."""
 
 import keras
+import numpy as np
 from keras import ops
 
 PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
+@keras.saving.register_keras_serializable(package="keras_lincae")
+class TorchUniform(keras.initializers.Initializer):
+    """PyTorch's default init, drawn with NumPy's global generator (seeded by
+    `keras.utils.set_random_seed`) so that building a model does not compile one
+    random kernel per weight shape on JAX.
+
+    `mode="fan_in"`: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (conv and linear layers);
+    `mode="xavier"`: U(-sqrt(6/(fan_in+fan_out)), ...) (attention input projection).
+    """
+
+    def __init__(self, mode="fan_in"):
+        if mode not in ("fan_in", "xavier"):
+            raise ValueError(f"mode must be 'fan_in' or 'xavier', got {mode!r}")
+        self.mode = mode
+
+    def __call__(self, shape, dtype=None):
+        fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else int(shape[0])
+        if self.mode == "fan_in":
+            limit = 1.0 / np.sqrt(max(fan_in, 1))
+        else:
+            limit = np.sqrt(6.0 / (fan_in + int(shape[-1])))
+        value = np.random.uniform(-limit, limit, size=tuple(shape))
+        return ops.convert_to_tensor(value, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"mode": self.mode}
+
+
 def torch_like_initializer():
     """PyTorch's default conv/linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+    return TorchUniform("fan_in")
 
 
 @keras.saving.register_keras_serializable(package="keras_lincae")

@@ -84,7 +84,10 @@ class ScaledComplexSTFT(keras.layers.Layer):
     def _frames(self, audio):
         """`(batch, samples)` -> `(batch, frames, n_fft)` without centre padding."""
         hop, fac = self.hop_size, self.n_fft_factor
-        num_frames = self.num_frames(audio.shape[-1])
+        if audio.shape[-1] is None:  # length unknown while tracing (e.g. SavedModel export)
+            num_frames = ops.maximum((ops.shape(audio)[-1] - self.n_fft) // hop + 1, 0)
+        else:
+            num_frames = self.num_frames(audio.shape[-1])
         num_blocks = num_frames + fac - 1
         blocks = ops.reshape(audio[:, : num_blocks * hop], (-1, num_blocks, hop))
         return ops.concatenate(
@@ -95,6 +98,8 @@ class ScaledComplexSTFT(keras.layers.Layer):
         """`(batch, frames, n_fft)` -> `(batch, (frames - 1) * hop + n_fft)`."""
         hop, fac = self.hop_size, self.n_fft_factor
         num_frames = frames.shape[1]
+        if num_frames is None:  # frame count unknown while tracing
+            num_frames = ops.shape(frames)[1]
         parts = ops.reshape(frames, (-1, num_frames, fac, hop))
         total = None
         for k in range(fac):

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_lincae.layers.conv import torch_like_initializer
+from keras_lincae.layers.conv import TorchUniform, torch_like_initializer
 from keras_lincae.layers.norm import group_norm
 
 
@@ -35,7 +35,7 @@ class SelfAttention(keras.layers.Layer):
         policy = self.dtype_policy
         self.norm = group_norm(channels, name="norm", dtype=policy) if normalize else None
         self.qkv = keras.layers.Dense(
-            3 * channels, kernel_initializer="glorot_uniform", name="qkv", dtype=policy
+            3 * channels, kernel_initializer=TorchUniform("xavier"), name="qkv", dtype=policy
         )
         self.out = keras.layers.Dense(
             channels,

@@ -226,9 +226,9 @@ class LinCAE(keras.Model):
         batch, frames = int(latents.shape[0]), int(latents.shape[1])
         shape = (batch, frames * self.time_downsampling, 2 * self.hop_size, self.data_channels)
         seed = self._noise_seed if seed is None else validation.check_seed(seed)
-        draws = [keras.random.normal(shape, seed=seed) for _ in range(steps)]
+        draws = [keras.random.normal(shape, seed=seed) for _ in range(steps - (noise is not None))]
         if noise is not None:
-            draws[0] = validation.check_noise(noise, shape)
+            draws.insert(0, validation.check_noise(noise, shape))
         sigmas = sampling_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)
         sampler = self._function(("decode", steps), lambda z, *n: self._sample(z, n, sigmas))
         audio = sampler(latents, *draws)

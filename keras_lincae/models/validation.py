@@ -6,6 +6,13 @@ from keras import ops
 
 
 def _as_float_tensor(value, what):
+    if isinstance(value, (list, tuple, np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(f"{what} must be floating point, got dtype {array.dtype}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{what} contains NaN or infinite values")
+        return ops.convert_to_tensor(array.astype("float32", copy=False))
     tensor = ops.convert_to_tensor(value)
     dtype = keras.backend.standardize_dtype(tensor.dtype)
     if "float" not in dtype:
@@ -34,6 +41,8 @@ def check_audio(audio, min_samples):
     if tensor.shape[0] == 0:
         raise ValueError("audio has an empty batch")
     num_samples = int(tensor.shape[-1])
+    if num_samples == 0:
+        raise ValueError("audio is empty: 0 samples")
     if num_samples < max(1, min_samples):
         raise ValueError(
             f"audio is too short: {num_samples} samples, at least {max(1, min_samples)} needed"

@@ -40,7 +40,7 @@ def build_official(generator=REDUCED_GENERATOR, seed=0, scale_factor=33.0):
             elif name.endswith("gain.scale"):
                 param.copy_(1.0 + 0.1 * torch.randn_like(param))
             else:
-                param.copy_(torch.randn_like(param) / np.sqrt(fan_in))
+                param.copy_(0.5 * torch.randn_like(param) / np.sqrt(fan_in))
     return model.eval()
 
 
