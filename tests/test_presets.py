@@ -1,0 +1,91 @@
+import os
+
+import numpy as np
+import pytest
+from conftest import music_like, randomize_weights, to_numpy
+
+import keras_lincae
+from keras_lincae import LinCAE
+from keras_lincae.preset_io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE
+
+
+@pytest.mark.parametrize("name", ["lin_cae", "lin_cae_2", "m2l", "lin_cae_tiny"])
+def test_builtin_architectures_build_offline(name):
+    model = LinCAE.from_preset(name, load_weights=False)
+    expected = {"lin_cae": 33.0, "lin_cae_2": 40.0, "m2l": 15.0, "lin_cae_tiny": 1.0}[name]
+    assert model.scale_factor == expected
+    if name == "lin_cae_tiny":
+        assert model.count_params() < 1_000_000
+    else:
+        assert model.count_params() == 58_185_026
+
+
+def test_list_presets():
+    assert set(keras_lincae.list_presets()) >= {"lin_cae", "lin_cae_2", "m2l", "lin_cae_tiny"}
+
+
+def test_unknown_preset_lists_known_names():
+    with pytest.raises(ValueError, match="lin_cae_tiny") as info:
+        LinCAE.from_preset("no_such_model")
+    assert "hf://" in str(info.value)
+
+
+def test_official_builtin_offline_says_how_to_convert(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_LINCAE_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="convert_checkpoint.py"):
+        LinCAE.from_preset("lin_cae")
+
+
+def test_save_load_round_trip(tmp_path):
+    model = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=3)
+    path = model.save_to_preset(str(tmp_path / "p"), training_mode="lin_cae")
+    assert sorted(os.listdir(path)) == sorted([CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE])
+    import json
+
+    metadata = json.load(open(os.path.join(path, METADATA_FILE)))
+    assert metadata["parameter_count"] == model.count_params()
+    assert metadata["sample_rate"] == 44100 and metadata["training_mode"] == "lin_cae"
+    loaded = LinCAE.from_preset(path)
+    audio = music_like(9000, seed=1)
+    np.testing.assert_array_equal(to_numpy(loaded.encode(audio)), to_numpy(model.encode(audio)))
+    # load_weights=False gives the architecture with a fresh init.
+    fresh = LinCAE.from_preset(path, load_weights=False)
+    assert fresh.get_config() == loaded.get_config()
+    # Overrides apply on top of the stored config.
+    assert LinCAE.from_preset(path, scale_factor=7.0).scale_factor == 7.0
+
+
+def test_overwrite_replaces_atomically(tmp_path):
+    first = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=1)
+    second = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=2)
+    path = str(tmp_path / "p")
+    first.save_to_preset(path)
+    second.save_to_preset(path)
+    audio = music_like(9000, seed=2)
+    np.testing.assert_array_equal(to_numpy(LinCAE.from_preset(path).encode(audio)), to_numpy(second.encode(audio)))
+    assert os.listdir(tmp_path) == ["p"]  # no staging or backup directories left behind
+
+
+def test_corrupt_and_truncated_weights(tmp_path):
+    model = LinCAE.from_preset("lin_cae_tiny", load_weights=False)
+    path = model.save_to_preset(str(tmp_path / "p"))
+    weights = os.path.join(path, WEIGHTS_FILE)
+    data = open(weights, "rb").read()
+    open(weights, "wb").write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt, truncated"):
+        LinCAE.from_preset(path)
+    open(weights, "wb").write(b"not an hdf5 file")
+    with pytest.raises(ValueError, match="corrupt, truncated"):
+        LinCAE.from_preset(path)
+    os.remove(weights)
+    with pytest.raises(FileNotFoundError, match=WEIGHTS_FILE):
+        LinCAE.from_preset(path)
+    open(os.path.join(path, CONFIG_FILE), "w").write("{broken")
+    with pytest.raises(ValueError, match="unreadable config.json"):
+        LinCAE.from_preset(path)
+
+
+def test_directory_that_is_not_a_preset(tmp_path):
+    with pytest.raises(ValueError, match="neither a preset nor an official release"):
+        LinCAE.from_preset(str(tmp_path))
