@@ -1,0 +1,240 @@
+"""Tests of keras_lincae.evaluation and recipes/evaluate.py (run per backend via KERAS_BACKEND)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from eval_helpers import MODELS, LinearStandIn, NonLinearStandIn, load_recipe, shared_tiny_setup
+from keras_lincae import evaluation as E
+
+ALL_NAMES = [s.name for s in E.metric_specs()]
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+    return shared_tiny_setup()
+
+
+# ----------------------------------------------------------------------------------------------
+# The recipe, end to end
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_tables(out, models, songs, skipped=()):
+    """The three files hold every metric column, one row per model, mean ± ci95."""
+    doc = json.loads((out / "results.json").read_text())
+    assert [m["name"] for m in doc["metrics"]] == ALL_NAMES
+    assert [r["name"] for r in doc["models"]] == models
+    assert [s["song"] for s in doc["songs"]] == songs
+    assert [s["song"] for s in doc["skipped"]] == list(skipped)
+    for row in doc["models"]:
+        assert set(row["summary"]) == set(ALL_NAMES)
+        for name in ALL_NAMES:
+            stat = row["summary"][name]
+            assert np.isfinite(stat["mean"]), (row["name"], name)
+            assert stat["n"] == (1 if name == "silence_norm" else len(songs))
+            if name != "silence_norm":
+                assert np.isfinite(stat["ci95"]) and stat["ci95"] >= 0
+            assert len(row["per_song"][name]) == stat["n"]
+
+    md = (out / "results.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:2] == ["Model", "Songs"]
+    assert header[2:] == [spec.label + spec.arrow for spec in E.metric_specs()]
+    assert set(lines[1].replace("|", "")) <= set("-: ")
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+    assert [r[0] for r in rows] == models
+    for r in rows:
+        assert len(r) == len(header) and r[1] == str(len(songs))
+        assert all(" ± " in c for c in r[2:-1])  # the silence norm is one number
+    for song in skipped:
+        assert song in md
+
+    with open(out / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["model"] for r in table] == models
+    for row, model in zip(table, doc["models"]):
+        for name in ALL_NAMES:
+            assert float(row[f"{name}_mean"]) == pytest.approx(model["summary"][name]["mean"])
+            assert int(row[f"{name}_n"]) == model["summary"][name]["n"]
+            assert f"{name}_ci95" in row
+    return doc
+
+
+def test_evaluate_recipe_writes_every_metric(tiny_setup, tmp_path, capsys):
+    preset, data = tiny_setup
+    out = tmp_path / "out"
+    evaluate = load_recipe("evaluate")
+    evaluate.main(["--preset", str(preset), "--data", str(data), "--clip-seconds", "0.5",
+                   "--call-batch-size", "16", "--out", str(out)], models=MODELS)
+    err = capsys.readouterr().err
+    assert "evaluate tiny_preset [" in err and "2/2" in err  # the progress bar
+    assert "skipping song song_zz_no_vocals: no 'vocals' stem" in err
+    doc = _check_tables(out, ["tiny_preset"], ["song_000", "song_001"], ["song_zz_no_vocals"])
+    assert doc["config"]["seed"] == 0 and doc["config"]["steps"] == 1
+    tiny = doc["models"][0]["summary"]
+    assert tiny["enc_add"]["mean"] > 0 and tiny["silence_norm"]["mean"] >= 0
+    assert 1.0 <= tiny["eff_rank"]["mean"] <= 16.0
+
+
+@pytest.fixture(scope="module")
+def stand_in_rows(tiny_setup):
+    """Both stand-ins evaluated on the tiny songs: ``(rows, clips, skipped)``."""
+    _, data = tiny_setup
+    clips, skipped = E.load_clips(data, clip_seconds=0.5)
+    rows = [E.evaluate_model(m, clips, name=name, progress=False)
+            for name, m in (("linear", LinearStandIn()), ("non-linear", NonLinearStandIn()))]
+    return rows, clips, skipped
+
+
+def test_tables_one_row_per_model(stand_in_rows, tmp_path):
+    rows, clips, skipped = stand_in_rows
+    results = E.make_results(rows, clips, skipped, config={"data": "songs"})
+    E.write_results(results, tmp_path)
+    _check_tables(tmp_path, ["linear", "non-linear"], ["song_000", "song_001"],
+                  ["song_zz_no_vocals"])
+
+
+def test_evaluate_recipe_bad_arguments(tiny_setup, tmp_path, capsys):
+    preset, data = tiny_setup
+    evaluate = load_recipe("evaluate")
+    with pytest.raises(SystemExit):
+        evaluate.main(["--preset", str(preset), "--data", str(data), "--metrics", "nope",
+                       "--out", str(tmp_path)])
+    assert "unknown metric 'nope'" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no songs found"):
+        evaluate.main(["--preset", str(preset), "--data", str(empty), "--out", str(tmp_path)])
+
+
+# ----------------------------------------------------------------------------------------------
+# The metric functions tell a linear model from a non-linear one
+# ----------------------------------------------------------------------------------------------
+
+
+def test_linear_stand_in_beats_non_linear_stand_in(stand_in_rows):
+    (lin, non), _, _ = stand_in_rows
+    lin, non = lin["summary"], non["summary"]
+    m = {k: v["mean"] for k, v in lin.items()}
+    n = {k: v["mean"] for k, v in non.items()}
+    # A linear map: perfect additivity and homogeneity, exact separation by subtraction.
+    assert m["enc_add"] < 1e-9 and m["enc_homog_mean"] < 1e-9
+    assert m["dec_homog_mean"] > 100 and m["dec_add_mrstft"] < 1e-6
+    assert m["recon_si_sdr"] > 60 and m["dec_add_si_sdr"] > 60 and m["sep_si_sdr"] > 60
+    assert m["silence_norm"] == 0.0
+    # Every linearity, separation and reconstruction figure orders the two.
+    lower = ["enc_add", "enc_homog_mean", "dec_add_mrstft", "sep_mrstft", "recon_mrstft",
+             "silence_norm"] + [k for k in m if k.startswith("enc_homog_")]
+    higher = ["dec_homog_mean", "dec_add_si_sdr", "sep_si_sdr", "recon_si_sdr", "recon_snr"]
+    higher += [k for k in m if k.startswith("dec_homog_")]
+    for k in lower:
+        assert m[k] < n[k], k
+    for k in higher:
+        assert m[k] > n[k], k
+    assert n["enc_add"] > 0.05 and n["dec_homog_mean"] < 40
+
+
+def test_evaluate_batch_selected_metrics_and_silent_target():
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((2, 4096)) * 0.1
+    u[1] = 0.0  # a silent target: separation cannot be scored there
+    v = rng.standard_normal((2, 4096)) * 0.1
+    out = E.evaluate_batch(LinearStandIn(), u + v, u, v, metrics=["separation", "enc_add"])
+    assert set(out) == {"sep_si_sdr", "sep_mrstft", "enc_add"}
+    assert np.isfinite(out["sep_si_sdr"][0]) and np.isnan(out["sep_si_sdr"][1])
+    summary = E.summarize(out)
+    assert summary["sep_si_sdr"]["n"] == 1 and summary["sep_si_sdr"]["ci95"] is None
+    assert summary["enc_add"]["n"] == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+
+
+def test_resolve_metrics():
+    assert [s.name for s in E.resolve_metrics(None)] == ALL_NAMES
+    assert [s.name for s in E.resolve_metrics("all")] == ALL_NAMES
+    sel = [s.name for s in E.resolve_metrics("separation, eff_rank")]
+    assert sel == ["sep_si_sdr", "sep_mrstft", "eff_rank"]
+    with pytest.raises(ValueError, match="unknown metric 'sdr'.*recon_si_sdr.*separation"):
+        E.resolve_metrics(["sdr"])
+
+
+def _write_song(folder, lengths, rates=None, names=("mixture", "vocals", "bass")):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names):
+        n = lengths[i] if isinstance(lengths, (list, tuple)) else lengths
+        sr = rates[i] if rates else 44100
+        sf.write(str(folder / f"{name}.wav"), 0.1 * rng.standard_normal(n), sr, subtype="FLOAT")
+
+
+def test_load_clips_reports_bad_songs(tmp_path):
+    root = tmp_path / "songs"
+    _write_song(root / "a_good", 8192, names=("mixture", "vocals", "guitar", "keys"))
+    _write_song(root / "b_lengths", [8192, 8000, 8192])
+    _write_song(root / "c_rates", 8192, rates=[44100, 22050, 44100])
+    _write_song(root / "d_no_target", 8192, names=("mixture", "bass", "drums"))
+    _write_song(root / "e_no_accompaniment", 8192, names=("mixture", "vocals"))
+    _write_song(root / "f_short", 1000)
+    silent = root / "g_silent"
+    silent.mkdir()
+    for name in ("mixture", "vocals", "bass"):
+        sf.write(str(silent / f"{name}.wav"), np.zeros(8192), 44100)
+    clips, skipped = E.load_clips(root, clip_seconds=1.0)
+    assert [c.song for c in clips] == ["a_good"]
+    clip = clips[0]
+    assert sorted(clip.stems) == ["guitar", "keys", "vocals"]
+    np.testing.assert_allclose(clip.accompaniment, clip.stems["guitar"] + clip.stems["keys"],
+                               atol=1e-7)
+    reasons = {s["song"]: s["reason"] for s in skipped}
+    assert "different lengths" in reasons["b_lengths"]
+    assert "different sample rates" in reasons["c_rates"]
+    assert "no 'vocals' stem" in reasons["d_no_target"]
+    assert "no accompaniment stem" in reasons["e_no_accompaniment"]
+    assert "too short" in reasons["f_short"]
+    assert "silent" in reasons["g_silent"]
+    # Another target stem name works the same way.
+    clips, _ = E.load_clips(root, target="guitar", clip_seconds=1.0)
+    assert [c.song for c in clips] == ["a_good"]
+
+
+def test_load_clips_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        E.load_clips(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no songs found"):
+        E.load_clips(tmp_path / "empty")
+    _write_song(tmp_path / "bad" / "song", 8192, names=("mixture", "bass", "drums"))
+    with pytest.raises(ValueError, match="no song .* could be evaluated.*no 'vocals' stem"):
+        E.load_clips(tmp_path / "bad")
+
+
+def test_clip_start_auto_picks_the_loudest_target(tmp_path):
+    song = tmp_path / "songs" / "s"
+    song.mkdir(parents=True)
+    sr, n = 8000, 8000 * 6
+    vocals = np.zeros(n)
+    vocals[4 * sr : 5 * sr] = 0.5 * np.sin(np.arange(sr) * 0.3)
+    bass = 0.1 * np.sin(np.arange(n) * 0.01)
+    for name, x in (("mixture", vocals + bass), ("vocals", vocals), ("bass", bass)):
+        sf.write(str(song / f"{name}.wav"), x, sr, subtype="FLOAT")
+    clips, _ = E.load_clips(tmp_path / "songs", sample_rate=sr, clip_seconds=2.0)
+    assert clips[0].start_seconds in (3.0, 4.0)
+    assert clips[0].num_samples == 2 * sr
+    clips, _ = E.load_clips(tmp_path / "songs", sample_rate=sr, clip_seconds=2.0, clip_start=1)
+    assert clips[0].start_seconds == 1.0
+
+
+def test_summary_and_tables():
+    per_clip = {"recon_si_sdr": np.array([1.0, 3.0, np.nan]), "silence_norm": np.array([0.5])}
+    s = E.summarize(per_clip)
+    assert s["recon_si_sdr"]["mean"] == 2.0 and s["recon_si_sdr"]["n"] == 2
+    assert s["recon_si_sdr"]["ci95"] == pytest.approx(12.7062047 * 1.0)  # t(0.975, 1) * sem
+    assert s["silence_norm"] == {"mean": 0.5, "ci95": None, "n": 1}
