@@ -1,0 +1,381 @@
+"""SavedModel export for TF Serving (`keras_lincae.export`, `recipes/export.py`), on every backend.
+
+One tiny preset is saved from a jax-built and one from a torch-built model (in
+subprocesses with those backends). The jax preset is exported through the library
+(in a TensorFlow subprocess unless the current backend is tensorflow), the torch
+preset through the recipe's command line, once each per module. The Keras references
+are computed here, on the current backend, with the same explicit noise.
+"""
+
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from conftest import music_like, randomize_weights, to_numpy
+
+from keras_lincae import LinCAE
+from keras_lincae.export import EXPORT_INFO_FILE, export_saved_model, noise_frames
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, "tests")
+RECIPE = os.path.join(ROOT, "recipes", "export.py")
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+CASES = [(1, 13230), (3, 6000)]  # (batch, samples): 0.3 s and 0.14 s at 44.1 kHz
+SIGNATURES = ("encode", "decode", "autoencode", "separate")
+TOLERANCE = 1e-4  # max |served - keras| / max |keras|
+QUIET_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+SAVE_PRESET = """
+import numpy as np
+from keras_lincae import LinCAE
+{randomize_weights}
+model = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed={seed})
+model.save_to_preset({path!r})
+"""
+
+# Runs with `python -I`. TensorFlow imports Keras when it is installed (and goes
+# on without it), so Keras and keras_lincae are made unimportable first: the
+# SavedModel must be served by TensorFlow alone.
+TF_ONLY_CLIENT = """
+import importlib.abc, importlib.machinery, json, sys
+
+class NotInstalled(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("keras", "keras_lincae", "tf_keras"):
+            return importlib.machinery.ModuleSpec(name, self)  # no origin: "not on disk"
+
+    def create_module(self, spec):
+        raise ImportError(spec.name + " is blocked: TensorFlow alone must serve the model")
+
+    def exec_module(self, module):
+        pass
+
+sys.meta_path.insert(0, NotInstalled())
+import numpy as np
+import tensorflow as tf
+
+inputs = dict(np.load({inputs!r}))
+served = tf.saved_model.load({model!r})
+outputs = {{}}
+for case in {cases!r}:
+    def arg(name):
+        return tf.constant(inputs[case + "/" + name])
+    outputs[case + "/encode"] = served.signatures["encode"](audio=arg("audio"))["latents"]
+    outputs[case + "/decode"] = served.signatures["decode"](latents=arg("latents"), noise=arg("decode_noise"))["audio"]
+    outputs[case + "/autoencode"] = served.signatures["autoencode"](audio=arg("audio"), noise=arg("noise"))["audio"]
+    outputs[case + "/serving_default"] = served.signatures["serving_default"](
+        audio=arg("audio"), noise=arg("noise"))["audio"]
+    outputs[case + "/separate"] = served.signatures["separate"](
+        mixture=arg("mixture"), accompaniment=arg("accompaniment"), noise=arg("noise"))["target"]
+np.savez({outputs!r}, **{{k: v.numpy() for k, v in outputs.items()}})
+
+case = {cases!r}[0]
+audio, noise, latents = inputs[case + "/audio"], inputs[case + "/noise"], inputs[case + "/latents"]
+bad = dict(
+    encode_rank3=("encode", dict(audio=audio[:, None])),
+    encode_rank1=("encode", dict(audio=audio[0])),
+    autoencode_noise_rank3=("autoencode", dict(audio=audio, noise=noise[..., 0])),
+    decode_latents_rank2=("decode", dict(latents=latents[0], noise=inputs[case + "/decode_noise"])),
+    decode_wrong_channels=("decode", dict(latents=latents[..., :-1], noise=inputs[case + "/decode_noise"])),
+    encode_too_short=("encode", dict(audio=audio[:, :100])),
+    autoencode_wrong_noise_length=("autoencode", dict(audio=audio, noise=noise[:, :-8])),
+    separate_shape_mismatch=("separate", dict(mixture=audio, accompaniment=audio[:, :-1], noise=noise)),
+    encode_nan=("encode", dict(audio=np.full_like(audio, np.nan))),
+)
+errors = {{}}
+for label, (name, kwargs) in bad.items():
+    try:
+        served.signatures[name](**{{k: tf.constant(v) for k, v in kwargs.items()}})
+        errors[label] = None
+    except Exception as error:
+        errors[label] = type(error).__name__ + ": " + str(error)[:2000]
+modules = sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "keras_lincae", "tf_keras"))
+json.dump(dict(modules=modules, errors=errors, signatures=sorted(served.signatures)), open({report!r}, "w"))
+"""
+
+
+def run(command, backend=None, **kwargs):
+    env = QUIET_ENV if backend is None else dict(QUIET_ENV, KERAS_BACKEND=backend)
+    return subprocess.run(command, capture_output=True, text=True, env=env, **kwargs)
+
+
+def check(result):
+    assert result.returncode == 0, f"{result.args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def relative_error(out, ref):
+    out, ref = np.asarray(out), np.asarray(ref)
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def presets(workdir):
+    """Tiny presets saved by a jax- and by a torch-built model (two processes at once)."""
+    paths = {b: str(workdir / f"preset_{b}") for b in ("jax", "torch")}
+    source = inspect.getsource(randomize_weights)  # conftest itself would import torch
+    procs = {
+        b: subprocess.Popen(
+            [sys.executable, "-c", SAVE_PRESET.format(randomize_weights=source, seed=seed, path=paths[b])],
+            env=dict(QUIET_ENV, KERAS_BACKEND=b), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for seed, b in enumerate(paths, start=1)
+    }
+    for b, proc in procs.items():
+        _, err = proc.communicate()
+        assert proc.returncode == 0, f"saving the {b} preset failed:\n{err[-3000:]}"
+        with open(os.path.join(paths[b], "metadata.json")) as f:
+            assert json.load(f)["backend"] == b
+    return paths
+
+
+@pytest.fixture(scope="module")
+def exports(workdir, presets):
+    """Version directories: the jax preset by the library, the torch preset by the recipe."""
+    out = workdir / "models"
+    stale = out / "lincae_torch" / "1"
+    stale.mkdir(parents=True)
+    (stale / "stale.txt").write_text("replaced by --overwrite")
+    recipe = subprocess.Popen(  # runs while the library export below runs
+        [sys.executable, RECIPE, presets["torch"], str(out), "--name", "lincae_torch", "--overwrite"],
+        env=QUIET_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        main = export_saved_model(presets["jax"], str(out))
+    finally:
+        stdout, stderr = recipe.communicate()
+    assert recipe.returncode == 0, f"recipes/export.py failed:\n{stderr[-3000:]}"
+    torch_dir = str(stale)
+    assert stdout.strip().splitlines()[-1] == torch_dir
+    return dict(out=str(out), main=main, torch=torch_dir)
+
+
+@pytest.fixture(scope="module")
+def model(presets):
+    return LinCAE.from_preset(presets["jax"])
+
+
+@pytest.fixture(scope="module")
+def cases(model):
+    """Inputs and Keras references (current backend) for each `(batch, samples)` case."""
+    data = {}
+    hop, td, ch = model.hop_size, model.time_downsampling, model.data_channels
+    for i, (batch, n) in enumerate(CASES):
+        rng = np.random.default_rng(10 + i)
+        target = music_like(n, batch=batch, seed=20 + i)
+        accompaniment = music_like(n, batch=batch, seed=30 + i)
+        mixture = target + accompaniment
+        noise = rng.standard_normal((batch, noise_frames(model, n), 2 * hop, ch)).astype("float32")
+        latents = to_numpy(model.encode(target))
+        decode_noise = rng.standard_normal((batch, td * latents.shape[1], 2 * hop, ch)).astype("float32")
+        front, back = model.autoencode_padding(n)
+        pad = ((0, 0), (front, back))
+        z = to_numpy(model.encode(np.pad(mixture, pad))) - to_numpy(model.encode(np.pad(accompaniment, pad)))
+        data[f"case{i}"] = dict(
+            inputs=dict(
+                audio=target, noise=noise, latents=latents, decode_noise=decode_noise,
+                mixture=mixture, accompaniment=accompaniment,
+            ),
+            refs=dict(
+                encode=latents,
+                decode=to_numpy(model.decode(latents, noise=decode_noise)),
+                autoencode=to_numpy(model.autoencode(target, noise=noise)),
+                separate=to_numpy(model.decode(z, noise=noise))[:, front : front + n],
+            ),
+        )
+    return data
+
+
+@pytest.fixture(scope="module")
+def tf_only(workdir, exports, cases):
+    """Outputs and error messages of the export served by a process that imports only tensorflow."""
+    inputs = str(workdir / "inputs.npz")
+    np.savez(inputs, **{f"{c}/{k}": v for c, d in cases.items() for k, v in d["inputs"].items()})
+    outputs, report = str(workdir / "outputs.npz"), str(workdir / "report.json")
+    script = TF_ONLY_CLIENT.format(
+        inputs=inputs, model=exports["main"], cases=list(cases), outputs=outputs, report=report
+    )
+    check(run([sys.executable, "-I", "-c", script], cwd=str(workdir)))
+    with open(report) as f:
+        result = json.load(f)
+    result["outputs"] = dict(np.load(outputs))
+    return result
+
+
+def test_layout_for_tf_serving(exports, model):
+    out = exports["out"]
+    assert sorted(os.listdir(out)) == ["lincae", "lincae_torch"]  # no staging or old directories left
+    assert os.listdir(os.path.join(out, "lincae")) == ["1"]
+    assert os.listdir(os.path.join(out, "lincae_torch")) == ["1"]
+    for version_dir in (exports["main"], exports["torch"]):
+        assert {"saved_model.pb", "variables", "assets.extra"} <= set(os.listdir(version_dir))
+        assert not os.path.exists(os.path.join(version_dir, "stale.txt"))
+        assert os.stat(version_dir).st_mode & 0o055 == 0o055 & ~_umask()  # readable by a server user
+    with open(os.path.join(exports["main"], "assets.extra", EXPORT_INFO_FILE)) as f:
+        info = json.load(f)
+    assert info["hop_size"] == model.hop_size and info["n_fft"] == model.frontend.n_fft
+    assert info["latent_channels"] == model.latent_channels and info["steps"] == 1
+    assert info["signatures"] == ["encode", "decode", "autoencode", "separate", "serving_default"]
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_served_by_tensorflow_alone(tf_only):
+    assert tf_only["modules"] == []  # neither keras nor keras_lincae was imported
+    assert tf_only["signatures"] == sorted(SIGNATURES + ("serving_default",))
+
+
+@pytest.mark.parametrize("name", SIGNATURES + ("serving_default",))
+def test_outputs_match_keras(tf_only, cases, model, name):
+    for case, data in cases.items():
+        batch, n = data["inputs"]["audio"].shape
+        ref = data["refs"]["autoencode" if name == "serving_default" else name]
+        out = tf_only["outputs"][f"{case}/{name}"]
+        assert out.shape[0] == batch
+        if name in ("autoencode", "serving_default", "separate"):
+            assert out.shape == (batch, n)
+        error = relative_error(out, ref)
+        print(f"{keras.backend.backend()} {name} batch={batch} samples={n}: max rel error {error:.2e}")
+        assert error <= TOLERANCE, (name, case, error)
+
+
+def test_wrong_inputs_give_clear_errors(tf_only):
+    errors = tf_only["errors"]
+    assert all(errors.values()), {k: v for k, v in errors.items() if not v}
+    # A served signature checks the rank (and the fixed sizes) of every input.
+    expected = dict(
+        encode_rank3="Shape of tensor audio [1,1,13230] is not compatible with expected shape [?,?]",
+        encode_rank1="Shape of tensor audio [13230] is not compatible with expected shape [?,?]",
+        autoencode_noise_rank3="Shape of tensor noise [1,32,1024] is not compatible with expected shape [?,?,1024,2]",
+        decode_latents_rank2="Shape of tensor latents [3,16] is not compatible with expected shape [?,?,16]",
+        decode_wrong_channels="Shape of tensor latents [1,3,15] is not compatible with expected shape [?,?,16]",
+    )
+    for label, message in expected.items():
+        assert message in errors[label], errors[label]
+    assert "audio is too short: at least 2048 samples" in errors["encode_too_short"]
+    assert "noise axis 1 must be 1 * 8 * latent_frames" in errors["autoencode_wrong_noise_length"]
+    assert "mixture and accompaniment must have the same shape" in errors["separate_shape_mismatch"]
+    assert "audio contains NaN or infinite values" in errors["encode_nan"]
+
+
+def test_saved_model_cli_show_lists_signatures(exports, model):
+    result = check(run([SAVED_MODEL_CLI, "show", "--all", "--dir", exports["main"]]))
+    text = result.stdout
+    for name in SIGNATURES + ("serving_default",):
+        assert f"signature_def['{name}']" in text
+    c, hop = model.latent_channels, model.hop_size
+    assert "inputs['audio'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, -1)" in text
+    assert f"shape: (-1, -1, {c})" in text and f"shape: (-1, -1, {2 * hop}, 2)" in text
+    assert "outputs['target']" in text and "outputs['latents']" in text
+
+
+def test_saved_model_cli_run_with_npy_inputs(exports, cases, workdir):
+    data = cases["case1"]
+    files = {}
+    for name in ("mixture", "accompaniment", "noise"):
+        files[name] = str(workdir / f"cli_{name}.npy")
+        np.save(files[name], data["inputs"][name])
+    outdir = workdir / "cli_out"
+    check(run([
+        SAVED_MODEL_CLI, "run", "--dir", exports["main"], "--tag_set", "serve",
+        "--signature_def", "separate", "--outdir", str(outdir),
+        "--inputs", ";".join(f"{k}={v}" for k, v in files.items()),
+    ]))
+    error = relative_error(np.load(outdir / "target.npy"), data["refs"]["separate"])
+    print(f"{keras.backend.backend()} saved_model_cli separate: max rel error {error:.2e}")
+    assert error <= TOLERANCE
+
+
+def test_torch_preset_exported_by_recipe_matches(exports, presets, cases):
+    import tensorflow as tf
+
+    torch_model = LinCAE.from_preset(presets["torch"])
+    served = tf.saved_model.load(exports["torch"])
+    inputs = cases["case0"]["inputs"]
+    latents = served.signatures["encode"](audio=tf.constant(inputs["audio"]))["latents"].numpy()
+    assert relative_error(latents, to_numpy(torch_model.encode(inputs["audio"]))) <= TOLERANCE
+    audio = served.signatures["autoencode"](audio=tf.constant(inputs["audio"]), noise=tf.constant(inputs["noise"]))
+    ref = to_numpy(torch_model.autoencode(inputs["audio"], noise=inputs["noise"]))
+    assert relative_error(audio["audio"].numpy(), ref) <= TOLERANCE
+
+
+def test_refuses_existing_version_dir(exports, presets):
+    with pytest.raises(FileExistsError, match="already holds an export.*overwrite"):
+        export_saved_model(presets["jax"], exports["out"])
+    result = run([sys.executable, RECIPE, presets["jax"], exports["out"]])
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "already holds an export" in result.stderr
+    assert os.path.isfile(os.path.join(exports["main"], "saved_model.pb"))  # untouched
+
+
+def test_bad_arguments_and_missing_preset(workdir, presets):
+    out = str(workdir / "bad")
+    with pytest.raises(ValueError, match="Unknown preset"):
+        export_saved_model(str(workdir / "no_such_preset"), out)
+    with pytest.raises(ValueError, match="version must be a positive integer"):
+        export_saved_model(presets["jax"], out, version=0)
+    with pytest.raises(ValueError, match="name must be a plain directory name"):
+        export_saved_model(presets["jax"], out, name="../x")
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        export_saved_model(presets["jax"], out, steps=0)
+    assert not os.path.exists(out)
+
+
+def test_corrupt_preset_is_refused(workdir, presets):
+    corrupt = str(workdir / "preset_corrupt")
+    shutil.copytree(presets["jax"], corrupt)
+    weights = os.path.join(corrupt, "model.weights.h5")
+    with open(weights, "r+b") as f:
+        f.truncate(os.path.getsize(weights) // 2)
+    out = str(workdir / "corrupt_out")
+    with pytest.raises(ValueError, match="corrupt, truncated or do not match"):
+        export_saved_model(corrupt, out)
+    model_dir = os.path.join(out, "lincae")
+    assert not os.path.isdir(model_dir) or os.listdir(model_dir) == []  # nothing half-written
+
+
+FRONTEND_DYNAMIC_LENGTH = """
+import numpy as np
+import tensorflow as tf
+from keras_lincae.layers.frontend import ScaledComplexSTFT
+
+def check(audio):
+    fe = ScaledComplexSTFT(hop_size=128)
+    fwd = tf.function(fe.to_representation, input_signature=[tf.TensorSpec((None, None), tf.float32)])
+    inv = tf.function(fe.to_waveform, input_signature=[tf.TensorSpec((None, None, 256, 2), tf.float32)])
+    rep, static_rep = fwd(audio).numpy(), fe.to_representation(audio).numpy()
+    assert rep.shape == static_rep.shape == (2, fe.num_frames(audio.shape[1]), 256, 2), rep.shape
+    assert np.array_equal(rep, static_rep)
+    wave, static_wave = inv(rep).numpy(), fe.to_waveform(rep).numpy()
+    assert wave.shape == static_wave.shape == (2, fe.num_samples(rep.shape[1])), wave.shape
+    assert np.abs(wave - static_wave).max() <= 1e-6 * np.abs(static_wave).max()
+"""
+
+
+def test_frontend_traces_with_unknown_length():
+    """The frontend's dynamic-length path (what the export traces) equals its static path."""
+    audio = music_like(128 * 13 + 57, batch=2, seed=4)
+    if keras.backend.backend() == "tensorflow":
+        namespace = {}
+        exec(FRONTEND_DYNAMIC_LENGTH, namespace)
+        namespace["check"](audio)
+    else:
+        script = FRONTEND_DYNAMIC_LENGTH + f"\ncheck(np.array({audio.tolist()!r}, dtype='float32'))\n"
+        check(run([sys.executable, "-c", script], backend="tensorflow"))
