@@ -1,0 +1,452 @@
+"""The `lincae` command line: encode, decode, autoencode, mix, separate and scale audio files.
+
+    lincae encode song.flac -o song.npz
+    lincae decode song.npz -o song.wav --seed 0
+    lincae autoencode song.wav -o out.wav --sample-rate 48000
+    lincae mix vocals.wav drums.npz --gains 1.0 0.5 -o mix.wav
+    lincae separate mixture.wav accompaniment.wav -o vocals.wav
+    lincae scale song.npz --gain 0.5 -o quieter.flac
+
+The backend comes from `KERAS_BACKEND` (jax, tensorflow or torch). Audio files (WAV, FLAC, OGG,
+MP3) are read with `keras_lincae.data.load_audio`; other rates than the model's (44.1 kHz) are
+resampled, with a note on stderr. Every channel is encoded separately and long files are processed
+in chunks (`--chunk-seconds`, see `keras_lincae.long_audio`). Latent files (`.npz`) hold
+`latents` `(channels, chunks, frames, latent_channels)`, `sample_rate`, `length`, `channels`,
+`chunk_samples`, `step_samples`, `format_version` and `preset`. `mix`, `separate` and `scale`
+accept audio or latent files as inputs, decode once, and write audio, or latents when the output
+ends in `.npz`. Outputs are written to a temporary file and renamed, so a failed run never leaves
+a partial file. Bad input exits with status 2 and one line `lincae: error: ...` on stderr.
+"""
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+PROG = "lincae"
+DEFAULT_PRESET = "lin_cae_tiny"
+AUDIO_OUTPUTS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
+LATENT_SUFFIX = ".npz"
+
+_MODELS = {}
+
+
+class CliError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------------- messages
+
+
+def _note(message):
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """Plain-text progress bar on stderr: `encode [######------] 3/8 chunks`."""
+
+    def __init__(self, enabled, width=30):
+        self.enabled = enabled
+        self.width = width
+        self.tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+    def __call__(self, stage, done, total):
+        if not self.enabled or total < 2:
+            return
+        if not self.tty and done < total:
+            return
+        filled = self.width * done // total
+        bar = "#" * filled + "-" * (self.width - filled)
+        end = "\n" if done >= total else ""
+        print(f"\r{PROG}: {stage:<6} [{bar}] {done}/{total} chunks", end=end, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ arguments
+
+
+def _positive_float_or_zero(text):
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _overlap(text):
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def build_parser():
+    """The argparse parser of `lincae` (one subparser per command)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Lin-CAE linear consistency autoencoder: audio <-> latents, latent mixing, "
+        "scaling and separation. Backend from KERAS_BACKEND.",
+    )
+    parser.add_argument("--version", action="store_true", help="print versions and backend, then exit")
+    model_opts = argparse.ArgumentParser(add_help=False)
+    model_opts.add_argument(
+        "--preset", default=None,
+        help=f"preset name or directory (default: the latent file's preset, else {DEFAULT_PRESET}; "
+        "a built-in preset without shipped weights falls back to random weights with a warning)",
+    )
+    model_opts.add_argument("--batch-size", type=_positive_int, default=1, help="chunks per model call (1)")
+    model_opts.add_argument("--quiet", action="store_true", help="no progress bar or notes on stderr")
+    chunk_opts = argparse.ArgumentParser(add_help=False)
+    chunk_opts.add_argument(
+        "--chunk-seconds", type=_positive_float_or_zero, default=10.0,
+        help="chunk length for encoding long audio, rounded to whole latent frames (10; 0: one chunk)",
+    )
+    chunk_opts.add_argument("--overlap", type=_overlap, default=0.25, help="crossfaded fraction of a chunk (0.25)")
+    decode_opts = argparse.ArgumentParser(add_help=False)
+    decode_opts.add_argument("--steps", type=_positive_int, default=1, help="consistency decoding steps (1)")
+    decode_opts.add_argument("--seed", type=int, default=0, help="decoder noise seed (0)")
+    decode_opts.add_argument(
+        "--sample-rate", type=_positive_int, default=None,
+        help="sample rate of the written audio (default: the model's, 44100)",
+    )
+    out_help = "output file ({})"
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("encode", parents=[model_opts, chunk_opts], help="audio file -> latent file (.npz)")
+    p.add_argument("input", help="audio file (WAV, FLAC, OGG, MP3)")
+    p.add_argument("-o", "--output", required=True, help=out_help.format(".npz"))
+
+    p = sub.add_parser("decode", parents=[model_opts, decode_opts], help="latent file (.npz) -> audio file")
+    p.add_argument("input", help="latent file written by `lincae encode` (.npz)")
+    p.add_argument("-o", "--output", required=True, help=out_help.format(".wav or .flac"))
+
+    p = sub.add_parser("autoencode", parents=[model_opts, chunk_opts, decode_opts],
+                       help="audio file -> latents -> audio file")
+    p.add_argument("input", help="audio file")
+    p.add_argument("-o", "--output", required=True, help=out_help.format(".wav or .flac"))
+
+    p = sub.add_parser("mix", parents=[model_opts, chunk_opts, decode_opts],
+                       help="weighted sum of audio or latent files, decoded once")
+    p.add_argument("inputs", nargs="+", help="audio or latent files (shorter audio is zero-padded)")
+    p.add_argument("--gains", type=float, nargs="+", default=None, help="one gain per input (default 1 each)")
+    p.add_argument("-o", "--output", required=True, help=out_help.format(".wav, .flac or .npz"))
+
+    p = sub.add_parser("separate", parents=[model_opts, chunk_opts, decode_opts],
+                       help="mixture minus accompaniment in latent space")
+    p.add_argument("mixture", help="audio or latent file of the mixture")
+    p.add_argument("accompaniment", help="audio or latent file of what to remove")
+    p.add_argument("-o", "--output", required=True, help=out_help.format(".wav, .flac or .npz"))
+
+    p = sub.add_parser("scale", parents=[model_opts, chunk_opts, decode_opts],
+                       help="multiply the latents by a gain (volume change)")
+    p.add_argument("input", help="audio or latent file")
+    p.add_argument("--gain", type=float, required=True, help="gain")
+    p.add_argument("-o", "--output", required=True, help=out_help.format(".wav, .flac or .npz"))
+    return parser
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+def _check_output(path, allowed):
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in allowed:
+        raise CliError(f"output {path} must end in {' or '.join(allowed)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CliError(f"output folder does not exist: {folder}")
+    if os.path.isdir(path):
+        raise CliError(f"output {path} is a folder")
+    return suffix
+
+
+def _check_inputs(paths):
+    for path in paths:
+        if not os.path.exists(path):
+            raise CliError(f"input file not found: {path}")
+        if os.path.isdir(path):
+            raise CliError(f"input is a folder, not a file: {path}")
+
+
+def _atomic_write(path, write):
+    """Call `write(temporary_path)` and rename the result onto `path`; never leaves a partial file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_audio(path, audio, sample_rate, quiet):
+    """Write `(channels, samples)` audio as WAV (float32) or FLAC (24-bit, clipped to [-1, 1])."""
+    import soundfile as sf
+
+    file_format, subtype = AUDIO_OUTPUTS[os.path.splitext(path)[1].lower()]
+    audio = np.asarray(audio, dtype=np.float32)
+    if file_format == "FLAC":
+        peak = float(np.max(np.abs(audio)))
+        if peak > 1.0 and not quiet:
+            _note(f"warning: peak {peak:.3f} exceeds 1, clipping for FLAC (write .wav to keep it)")
+        audio = np.clip(audio, -1.0, 1.0)
+    _atomic_write(path, lambda tmp: sf.write(tmp, audio.T, sample_rate, format=file_format, subtype=subtype))
+
+
+def _write_latents(path, chunked, preset):
+    values = chunked.to_dict()
+    values["latents"] = values["latents"][0]  # one file = one item: (channels, chunks, frames, C)
+    values["preset"] = np.str_(preset)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **values)
+
+    _atomic_write(path, write)
+
+
+def _read_latents(path):
+    """-> (ChunkedLatents with a batch axis of 1, preset name or None)."""
+    from keras_lincae.long_audio import ChunkedLatents
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            values = {k: npz[k] for k in npz.files}
+    except Exception as error:  # zipfile.BadZipFile, OSError, ValueError, ...
+        raise CliError(f"cannot read latent file {path}: {error}") from error
+    if "latents" not in values:
+        raise CliError(f"latent file {path} has no 'latents' array (was it written by `lincae encode`?)")
+    values["latents"] = np.asarray(values["latents"])[None]
+    try:
+        chunked = ChunkedLatents.from_dict(values)
+    except ValueError as error:
+        raise CliError(f"latent file {path}: {error}") from error
+    preset = str(values["preset"]) if "preset" in values else None
+    return chunked, preset
+
+
+def _read_audio(path, sample_rate, quiet):
+    """-> float32 `(channels, samples)` at `sample_rate`."""
+    import soundfile as sf
+
+    from keras_lincae import data
+
+    audio = data.load_audio(path, sample_rate=None)
+    rate = int(sf.info(path).samplerate)
+    if rate != sample_rate:
+        if not quiet:
+            _note(f"resampling {path} from {rate} Hz to {sample_rate} Hz")
+        audio = data.resample(audio, rate, sample_rate)
+    return audio
+
+
+def _is_latent_file(path):
+    return os.path.splitext(path)[1].lower() == LATENT_SUFFIX
+
+
+# ---------------------------------------------------------------------------------- model
+
+
+def _load_model(preset, quiet):
+    from keras_lincae import presets
+    from keras_lincae.models.lincae import LinCAE
+
+    if preset in _MODELS:
+        return _MODELS[preset]
+    try:
+        model = LinCAE.from_preset(preset)
+    except RuntimeError as error:
+        spec = presets.BUILTIN_PRESETS.get(preset)
+        if spec is None or spec["official_folder"] is not None:
+            raise CliError(f"cannot load preset {preset!r}: {error}") from error
+        import keras
+
+        if not quiet:
+            _note(f"warning: preset {preset!r} ships no trained weights; using random weights "
+                  "(seed 0), so the audio will not resemble the input")
+        keras.utils.set_random_seed(0)
+        model = LinCAE.from_preset(preset, load_weights=False)
+    except (ValueError, TypeError, OSError, ImportError) as error:
+        raise CliError(str(error)) from error
+    _MODELS[preset] = model
+    return model
+
+
+# ------------------------------------------------------------------------------- commands
+
+
+def _chunk_seconds(args):
+    return None if args.chunk_seconds == 0 else args.chunk_seconds
+
+
+def _encode_audio(model, audio, args, progress, like=None):
+    from keras_lincae.long_audio import encode_long
+
+    return encode_long(model, audio[None], _chunk_seconds(args), args.overlap, args.batch_size, progress,
+                       like=like)
+
+
+def _decode_and_write(model, chunked, args, progress):
+    from keras_lincae import data
+    from keras_lincae.long_audio import decode_long
+
+    audio = decode_long(model, chunked, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                        progress=progress)[0]
+    rate = args.sample_rate or model.sample_rate
+    if rate != model.sample_rate:
+        audio = data.resample(audio, model.sample_rate, rate)
+    _write_audio(args.output, audio, rate, args.quiet)
+
+
+def _cmd_encode(args, progress):
+    _check_output(args.output, (LATENT_SUFFIX,))
+    _check_inputs([args.input])
+    preset = args.preset or DEFAULT_PRESET
+    model = _load_model(preset, args.quiet)
+    audio = _read_audio(args.input, model.sample_rate, args.quiet)
+    _write_latents(args.output, _encode_audio(model, audio, args, progress), preset)
+
+
+def _cmd_decode(args, progress):
+    _check_output(args.output, tuple(AUDIO_OUTPUTS))
+    _check_inputs([args.input])
+    if not _is_latent_file(args.input):
+        raise CliError(f"decode reads a latent file (.npz), got {args.input}; use `autoencode` for audio")
+    chunked, stored = _read_latents(args.input)
+    preset = _pick_preset(args, [stored])
+    model = _load_model(preset, args.quiet)
+    _decode_and_write(model, chunked, args, progress)
+
+
+def _cmd_autoencode(args, progress):
+    _check_output(args.output, tuple(AUDIO_OUTPUTS))
+    _check_inputs([args.input])
+    model = _load_model(args.preset or DEFAULT_PRESET, args.quiet)
+    audio = _read_audio(args.input, model.sample_rate, args.quiet)
+    _decode_and_write(model, _encode_audio(model, audio, args, progress), args, progress)
+
+
+def _pick_preset(args, stored):
+    names = sorted({s for s in stored if s})
+    if args.preset:
+        if names and names != [args.preset] and not args.quiet:
+            _note(f"warning: latents were written with preset(s) {names}, decoding with {args.preset!r}")
+        return args.preset
+    if len(names) > 1:
+        raise CliError(f"inputs were encoded with different presets {names}; choose one with --preset")
+    return names[0] if names else DEFAULT_PRESET
+
+
+def _combine(args, paths, gains, progress, first_sets_length=False):
+    """Shared body of mix / separate / scale: load inputs, encode audio, mix latents, write."""
+    from keras_lincae import arithmetic
+
+    suffix = _check_output(args.output, tuple(AUDIO_OUTPUTS) + (LATENT_SUFFIX,))
+    gains = arithmetic._check_gains(gains, len(paths))
+    _check_inputs(paths)
+    latent_inputs = {p: _read_latents(p) for p in paths if _is_latent_file(p)}
+    preset = _pick_preset(args, [stored for _, stored in latent_inputs.values()])
+    model = _load_model(preset, args.quiet)
+    audio_inputs = {p: _read_audio(p, model.sample_rate, args.quiet) for p in paths if not _is_latent_file(p)}
+    lengths = {p: latent_inputs[p][0].length if p in latent_inputs else audio_inputs[p].shape[-1] for p in paths}
+    channels = {c.channels for c, _ in latent_inputs.values()} | {a.shape[0] for a in audio_inputs.values()}
+    length = lengths[paths[0]] if first_sets_length else max(lengths.values())
+    for path in paths:
+        if lengths[path] > length:
+            raise CliError(f"{path} is longer than {paths[0]} ({lengths[path]} > {length} samples)")
+    if len(channels) > 1:
+        raise CliError(f"inputs have different channel counts {sorted(channels)}")
+    for path, (chunked, _) in latent_inputs.items():
+        if chunked.length != length:
+            raise CliError(
+                f"latent file {path} describes {chunked.length} samples, the output needs {length}: "
+                "latents can only be combined at equal length"
+            )
+    # Audio inputs take the chunking of the first latent file, so that they can be combined with it.
+    like = next(iter(latent_inputs.values()))[0] if latent_inputs else None
+    latents = []
+    for path in paths:
+        if path in latent_inputs:
+            latents.append(latent_inputs[path][0])
+        else:
+            audio = audio_inputs[path]
+            audio = np.pad(audio, ((0, 0), (0, length - audio.shape[-1])))
+            latents.append(_encode_audio(model, audio, args, progress, like=like))
+    try:
+        combined = arithmetic.mix(latents, gains)
+    except ValueError as error:
+        raise CliError(f"{error} (encode latent files with the same --chunk-seconds and --overlap)") from error
+    if suffix == LATENT_SUFFIX:
+        _write_latents(args.output, combined, preset)
+    else:
+        _decode_and_write(model, combined, args, progress)
+
+
+def _cmd_mix(args, progress):
+    _combine(args, args.inputs, args.gains, progress)
+
+
+def _cmd_separate(args, progress):
+    _combine(args, [args.mixture, args.accompaniment], [1.0, -1.0], progress, first_sets_length=True)
+
+
+def _cmd_scale(args, progress):
+    _combine(args, [args.input], [args.gain], progress)
+
+
+COMMANDS = {
+    "encode": _cmd_encode,
+    "decode": _cmd_decode,
+    "autoencode": _cmd_autoencode,
+    "mix": _cmd_mix,
+    "separate": _cmd_separate,
+    "scale": _cmd_scale,
+}
+
+
+def _versions():
+    import keras
+
+    import keras_lincae
+
+    return f"keras_lincae {keras_lincae.__version__}, keras {keras.__version__}, backend {keras.backend.backend()}"
+
+
+def main(argv=None):
+    """Run `lincae` with `argv` (default `sys.argv[1:]`); returns the exit status (0, or 2 on bad input)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2), already printed by argparse
+        return int(exit_.code or 0)
+    if args.version:
+        print(_versions())
+        return 0
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: choose a command: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        COMMANDS[args.command](args, progress)
+    except (CliError, ValueError, TypeError, OSError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,228 @@
+"""The `lincae` command line (`keras_lincae.cli`), run in-process, plus one `python -m` subprocess."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import music_like
+
+from keras_lincae import arithmetic, cli, presets
+from keras_lincae.long_audio import decode_long, encode_long
+
+# Short files and 0.2 s chunks: every model call sees 13824-sample windows, batches of 4.
+FAST = ["--chunk-seconds", "0.2", "--batch-size", "4", "--seed", "3"]
+ENCODE_FAST = ["--chunk-seconds", "0.2", "--batch-size", "4"]
+
+
+@pytest.fixture
+def model(tiny_model, monkeypatch):
+    """Make `--preset lin_cae_tiny` use the shared randomised tiny model (outputs depend on latents)."""
+    monkeypatch.setitem(cli._MODELS, "lin_cae_tiny", tiny_model)
+    return tiny_model
+
+
+def _write(path, audio, rate):
+    sf.write(path, np.asarray(audio).T, rate, subtype="FLOAT")
+    return str(path)
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _stereo(length, seed):
+    return music_like(length, batch=2, seed=seed)
+
+
+def test_autoencode_stereo_48k_round_trip(model, tmp_path, capsys):
+    src = _write(tmp_path / "in.wav", _stereo(12_000, 0), 48_000)
+    out = tmp_path / "out.wav"
+    code, _, err = _run(capsys, "autoencode", src, "-o", out, *FAST)
+    assert code == 0, err
+    assert "resampling" in err and "48000 Hz to 44100 Hz" in err
+    audio, rate = sf.read(out, always_2d=True)
+    assert rate == 44_100 and audio.shape == (int(np.ceil(12_000 * 441 / 480)), 2)
+    assert np.all(np.isfinite(audio)) and np.abs(audio).max() > 0
+    # Requested output rate: back to the input's length.
+    out48 = tmp_path / "out48.flac"
+    code, _, err = _run(capsys, "autoencode", src, "-o", out48, "--sample-rate", "48000", *FAST)
+    assert code == 0, err
+    info = sf.info(out48)
+    assert (info.samplerate, info.channels, info.frames) == (48_000, 2, 12_000)
+    assert sorted(os.listdir(tmp_path)) == ["in.wav", "out.wav", "out48.flac"]  # no temporary files left
+
+
+def test_encode_decode_matches_api(model, tmp_path, capsys):
+    audio = _stereo(12_000, 1)
+    src = _write(tmp_path / "in.wav", audio, 44_100)
+    code, _, err = _run(capsys, "encode", src, "-o", tmp_path / "z.npz", *ENCODE_FAST)
+    assert code == 0, err
+    with np.load(tmp_path / "z.npz") as npz:
+        assert str(npz["preset"]) == "lin_cae_tiny"
+        assert int(npz["sample_rate"]) == 44_100 and int(npz["length"]) == 12_000 and int(npz["channels"]) == 2
+        latents = npz["latents"]
+    expected = encode_long(model, audio[None], chunk_seconds=0.2, batch_size=4)
+    assert latents.shape == expected.latents.shape[1:]
+    np.testing.assert_allclose(latents, expected.latents[0], rtol=0, atol=1e-5)
+    code, _, err = _run(capsys, "decode", tmp_path / "z.npz", "-o", tmp_path / "dec.wav", *FAST[2:])
+    assert code == 0, err
+    decoded, rate = sf.read(tmp_path / "dec.wav", always_2d=True, dtype="float32")
+    reference = decode_long(model, expected, seed=3, batch_size=4)[0].T
+    scale = np.abs(reference).max()
+    np.testing.assert_allclose(decoded, reference, rtol=0, atol=1e-4 * scale)
+
+
+def test_mix_separate_scale_equal_api(model, tmp_path, capsys):
+    u, v = _stereo(12_000, 2), 0.5 * _stereo(12_000, 3)
+    fu, fv = _write(tmp_path / "u.wav", u, 44_100), _write(tmp_path / "v.wav", v, 44_100)
+    code, _, err = _run(capsys, "encode", fv, "-o", tmp_path / "v.npz", *ENCODE_FAST)
+    assert code == 0, err
+    zu = encode_long(model, u[None], chunk_seconds=0.2, batch_size=4)
+    zv = encode_long(model, v[None], chunk_seconds=0.2, batch_size=4)
+    # mix of an audio file and a latent file, written as latents: the exact weighted sum.
+    code, _, err = _run(capsys, "mix", fu, tmp_path / "v.npz", "--gains", "1.0", "0.5", "-o", tmp_path / "m.npz",
+                        *FAST)
+    assert code == 0, err
+    with np.load(tmp_path / "m.npz") as npz:
+        np.testing.assert_allclose(npz["latents"], zu.latents[0] + 0.5 * zv.latents[0], rtol=0, atol=1e-5)
+    # separate decodes the difference of the latents once.
+    code, _, err = _run(capsys, "separate", fu, tmp_path / "v.npz", "-o", tmp_path / "s.wav", *FAST)
+    assert code == 0, err
+    separated, _ = sf.read(tmp_path / "s.wav", always_2d=True, dtype="float32")
+    reference = decode_long(model, arithmetic.separate(zu, zv), seed=3, batch_size=4)[0].T
+    np.testing.assert_allclose(separated, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+    # scale from a latent file.
+    code, _, err = _run(capsys, "scale", tmp_path / "v.npz", "--gain", "2", "-o", tmp_path / "sc.npz", *FAST)
+    assert code == 0, err
+    with np.load(tmp_path / "sc.npz") as npz:
+        np.testing.assert_allclose(npz["latents"], 2 * zv.latents[0], rtol=0, atol=1e-5)
+
+
+def test_missing_weights_fall_back_to_random_with_a_warning(monkeypatch, capsys):
+    spec = dict(presets.BUILTIN_PRESETS["lin_cae_tiny"], official_folder=None)
+    monkeypatch.setitem(presets.BUILTIN_PRESETS, "tiny_without_weights", spec)
+    monkeypatch.setattr(cli, "_MODELS", {})
+    model = cli._load_model("tiny_without_weights", quiet=False)
+    assert "ships no trained weights" in capsys.readouterr().err
+    assert cli._load_model("tiny_without_weights", quiet=False) is model  # loaded once per process
+    assert capsys.readouterr().err == ""
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Good and bad inputs for the error tests."""
+    good = _write(tmp_path / "good.wav", _stereo(12_000, 4), 44_100)
+    mono = _write(tmp_path / "mono.wav", music_like(6000, batch=1, seed=5), 44_100)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros((0, 2)), 44_100)
+    (tmp_path / "garbage.wav").write_bytes(b"this is not audio")
+    (tmp_path / "garbage.npz").write_bytes(b"this is not a zip file")
+    np.savez(tmp_path / "nolatents.npz", x=np.zeros(3))
+    return dict(good=good, mono=mono, empty=str(empty), garbage=str(tmp_path / "garbage.wav"),
+                garbage_npz=str(tmp_path / "garbage.npz"), nolatents=str(tmp_path / "nolatents.npz"),
+                missing=str(tmp_path / "missing.wav"), missing_npz=str(tmp_path / "missing.npz"),
+                dir=str(tmp_path))
+
+
+BAD_CALLS = [
+    # (argv with {placeholders}, output name, expected message part)
+    (["encode", "{missing}"], "o.npz", "not found"),
+    (["encode", "{garbage}"], "o.npz", "cannot decode"),
+    (["encode", "{empty}"], "o.npz", "empty"),
+    (["encode", "{good}", "--preset", "no_such_preset"], "o.npz", "Unknown preset"),
+    (["encode", "{good}"], "o.wav", "must end in .npz"),
+    (["encode", "{dir}"], "o.npz", "folder"),
+    (["decode", "{missing_npz}"], "o.wav", "not found"),
+    (["decode", "{garbage_npz}"], "o.wav", "cannot read latent file"),
+    (["decode", "{nolatents}"], "o.wav", "no 'latents'"),
+    (["decode", "{good}"], "o.wav", "latent file"),
+    (["decode", "{latents}"], "o.mp3", "must end in"),
+    (["decode", "{latents}", "--preset", "no_such_preset"], "o.wav", "Unknown preset"),
+    (["autoencode", "{missing}"], "o.wav", "not found"),
+    (["autoencode", "{garbage}"], "o.wav", "cannot decode"),
+    (["autoencode", "{empty}"], "o.flac", "empty"),
+    (["autoencode", "{good}", "--preset", "no_such_preset"], "o.wav", "Unknown preset"),
+    (["mix", "{good}", "{missing}"], "o.wav", "not found"),
+    (["mix", "{good}", "{garbage}"], "o.wav", "cannot decode"),
+    (["mix", "{good}", "{empty}"], "o.wav", "empty"),
+    (["mix", "{good}", "{good}", "--gains", "1", "nan"], "o.wav", "finite"),
+    (["mix", "{good}", "{good}", "--gains", "1"], "o.wav", "1 gains for 2"),
+    (["mix", "{good}", "{mono}"], "o.wav", "channel"),
+    (["mix", "{latents}", "{latents_other_chunks}"], "o.wav", "chunked differently|shapes differ"),
+    (["mix", "{latents}", "{good}", "--preset", "no_such_preset"], "o.wav", "Unknown preset"),
+    (["separate", "{good}", "{missing}"], "o.wav", "not found"),
+    (["separate", "{garbage}", "{good}"], "o.wav", "cannot decode"),
+    (["separate", "{good}", "{empty}"], "o.wav", "empty"),
+    (["separate", "{mono}", "{latents}"], "o.wav", "longer|channel"),
+    (["separate", "{good}", "{good}", "--preset", "no_such_preset"], "o.wav", "Unknown preset"),
+    (["scale", "{good}", "--gain", "nan"], "o.wav", "finite"),
+    (["scale", "{missing}", "--gain", "2"], "o.wav", "not found"),
+    (["scale", "{garbage}", "--gain", "2"], "o.wav", "cannot decode"),
+    (["scale", "{empty}", "--gain", "2"], "o.wav", "empty"),
+    (["scale", "{good}", "--gain", "2", "--preset", "no_such_preset"], "o.wav", "Unknown preset"),
+]
+
+
+@pytest.fixture(scope="module")
+def latent_files(tmp_path_factory, tiny_model):
+    """Latent files of `good.wav`-like audio, encoded with two chunkings (written via the CLI format)."""
+    folder = tmp_path_factory.mktemp("latents")
+    audio = _stereo(12_000, 4)[None]
+    paths = {}
+    for name, extra in (("latents", {"chunk_seconds": 0.2}), ("latents_other_chunks", {"chunk_seconds": None})):
+        paths[name] = str(folder / f"{name}.npz")
+        cli._write_latents(paths[name], encode_long(tiny_model, audio, batch_size=4, **extra), "lin_cae_tiny")
+    return paths
+
+
+@pytest.mark.parametrize("argv, output, match", BAD_CALLS, ids=[" ".join(c[0][:2]) + f" {c[2]}" for c in BAD_CALLS])
+def test_bad_input_exits_2_with_one_line_and_no_output(model, files, latent_files, tmp_path, capsys, argv, output,
+                                                       match):
+    names = dict(files, **latent_files)
+    out = tmp_path / output
+    before = set(os.listdir(tmp_path))
+    code, _, err = _run(capsys, *[a.format(**names) for a in argv], "-o", out, "--batch-size", "4")
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("lincae: error:")]
+    assert len(lines) == 1 and re.search(match, lines[0]), err
+    assert not out.exists()
+    assert set(os.listdir(tmp_path)) == before  # nothing half-written, no temporary file
+
+
+def test_usage_errors_exit_2(capsys):
+    for argv in ([], ["mix"], ["scale", "x.wav", "-o", "y.wav"], ["autoencode", "x.wav", "-o", "y.wav", "--steps", "0"],
+                 ["encode", "x.wav", "-o", "y.npz", "--chunk-seconds", "-1"], ["nope"]):
+        code, _, err = _run(capsys, *argv)
+        assert code == 2 and re.search(r"^lincae( \w+)?: error:", err, re.MULTILINE), err
+
+
+def test_failed_write_leaves_previous_output_intact(model, files, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o.wav"
+    out.write_bytes(b"previous")
+
+    def broken_write(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sf, "write", broken_write)
+    code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, *FAST)
+    assert code == 2 and "disk full" in err
+    assert out.read_bytes() == b"previous"
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_help_via_python_m():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-m", "keras_lincae", "--help"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for command in cli.COMMANDS:
+        assert command in result.stdout
+    assert cli.main(["--version"]) == 0
