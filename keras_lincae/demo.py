@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 DEMO_GAINS = (0.25, 0.5, 2.0)
-SPEC_WIDTH, SPEC_HEIGHT = 220, 88
+SPEC_WIDTH, SPEC_HEIGHT = 176, 80
 SPEC_TOP_DB, SPEC_RANGE_DB = 40.0, 80.0  # fixed scale: quieter audio looks darker
 _MAGMA = np.array([  # anchors of a magma-like colour map, dark to bright
     (0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66), (245, 125, 21),
@@ -189,12 +189,12 @@ table.results td:first-child{text-align:left;font-weight:600}
 table.demo{border-collapse:collapse}
 table.demo th,table.demo td{border:1px solid #ddd;padding:4px;vertical-align:top}
 table.demo thead th{background:#f3f3f3;font-size:13px}
-table.demo tbody th{text-align:left;font-size:13px;background:#fafafa;max-width:9em;
- word-break:break-word}
+table.demo tbody th{text-align:left;font-size:13px;background:#fafafa;min-width:7em;
+ max-width:10em;overflow-wrap:anywhere}
 figure{margin:0;display:flex;flex-direction:column;align-items:center;gap:2px}
 figure img{display:block;border:1px solid #999;image-rendering:auto}
-figure audio{width:220px;height:32px}
-figcaption{font-size:11px;color:#555;text-align:center;max-width:220px}
+figure audio{width:176px;height:32px}
+figcaption{font-size:11px;color:#555;text-align:center;max-width:176px}
 .note{font-size:12px;color:#555}
 #load-status-line{font-size:12px;color:#555;margin-top:2em}
 pre#load-status{display:none}
@@ -296,16 +296,18 @@ def _figure(srcs, caption):
 
 
 def results_table_html(results):
-    """The results document of ``keras_lincae.evaluation`` as an HTML table."""
+    """The results of ``keras_lincae.evaluation`` as an HTML table: one row per metric, one
+    column per model (the transpose of ``results.md``, which fits a page better)."""
     from keras_lincae.evaluation import table_rows
 
     header, rows = table_rows(results)
     e = html.escape
-    out = ['<div class="scroll"><table class="results"><thead><tr>']
-    out += [f"<th>{e(h)}</th>" for h in header]
+    out = ['<div class="scroll"><table class="results"><thead><tr><th>Metric</th>']
+    out += [f"<th>{e(r[0])}</th>" for r in rows]
     out.append("</tr></thead><tbody>")
-    for row in rows:
-        out.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    for i, label in enumerate(header[1:], start=1):
+        out.append(f"<tr><td>{e(label)}</td>" + "".join(f"<td>{e(r[i])}</td>" for r in rows)
+                   + "</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
 

@@ -32,7 +32,7 @@ def build_parser():
                    help="folder of song folders (MUSDB18-HQ layout); default: the embedded "
                         "synthetic test split")
     p.add_argument("--target", default="vocals", help="stem to separate (default vocals)")
-    p.add_argument("--songs", type=int, default=3, help="number of songs shown (default 3)")
+    p.add_argument("--songs", type=int, default=2, help="number of songs shown (default 2)")
     p.add_argument("--excerpt-seconds", type=float, default=5.0,
                    help="excerpt length in seconds (default 5)")
     p.add_argument("--clip-start", default="auto",

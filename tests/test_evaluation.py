@@ -238,3 +238,55 @@ def test_summary_and_tables():
     assert s["recon_si_sdr"]["mean"] == 2.0 and s["recon_si_sdr"]["n"] == 2
     assert s["recon_si_sdr"]["ci95"] == pytest.approx(12.7062047 * 1.0)  # t(0.975, 1) * sem
     assert s["silence_norm"] == {"mean": 0.5, "ci95": None, "n": 1}
+
+
+# ----------------------------------------------------------------------------------------------
+# ModelFunctions: padding, shared noise, batching and the cache
+# ----------------------------------------------------------------------------------------------
+
+
+class _FakeLinCAE:
+    """The slice of the LinCAE API ModelFunctions uses, as a linear map whose decode adds a
+    multiple of the starting noise (so the noise handling is visible in the output)."""
+
+    hop_size, time_downsampling, data_channels = 16, 4, 1
+
+    def __init__(self):
+        self.stand_in = LinearStandIn(hop=64)
+        self.noise_seen = []
+
+    def autoencode_padding(self, n):
+        front = 48
+        return front, -(front + n) % 64 + 64
+
+    def encode(self, audio):
+        return self.stand_in.encode(np.asarray(audio))
+
+    def decode(self, latents, steps=1, seed=None, noise=None):
+        z = np.asarray(latents, np.float64)
+        assert noise.shape == (z.shape[0], z.shape[1] * 4, 32, 1)
+        self.noise_seen.append(noise)
+        y = self.stand_in.decode(z)
+        return y + 1e-3 * noise.reshape(z.shape[0], -1)[:, : y.shape[1]]
+
+
+def test_model_functions_batches_once_and_keeps_clips_independent():
+    rng = np.random.default_rng(1)
+    u, v = 0.1 * rng.standard_normal((2, 3, 2000))
+    fns = E.ModelFunctions(_FakeLinCAE(), seed=3, batch_size=64)
+    batched = E.evaluate_batch(fns, u + v, u, v)
+    # One encode call and one decode call for every metric of the batch.
+    assert fns.calls == {"encode": 1, "decode": 1}
+    # Same values clip by clip, whatever the batch (every clip gets the same starting noise).
+    for i in range(3):
+        single = E.evaluate_batch(E.ModelFunctions(_FakeLinCAE(), seed=3, batch_size=1),
+                                  (u + v)[i : i + 1], u[i : i + 1], v[i : i + 1])
+        for k, val in single.items():
+            np.testing.assert_allclose(val[0], batched[k][i], rtol=1e-9, atol=1e-12, err_msg=k)
+    # Reconstruction is sample-aligned (padding as LinCAE.autoencode): only the noise remains.
+    y = fns.decode(fns.encode(u + v))[:, :2000]
+    assert np.max(np.abs(y - (u + v))) < 1e-2
+    assert batched["recon_snr"].min() > 20
+    # Another seed, other noise.
+    other = E.evaluate_batch(E.ModelFunctions(_FakeLinCAE(), seed=4, batch_size=64), u + v, u, v)
+    assert not np.allclose(other["recon_snr"], batched["recon_snr"])
