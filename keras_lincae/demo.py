@@ -165,7 +165,8 @@ def render_songs(fns, clips, gains: Sequence[float] = DEMO_GAINS):
         for key, lat in latents.items():
             y = np.asarray(fns.decode(lat), np.float64)
             if y.ndim != 2 or y.shape[0] != len(batch) or y.shape[1] < n:
-                raise ValueError(f"decode returned shape {y.shape}, expected ({len(batch)}, >= {n})")
+                raise ValueError(
+                    f"decode returned shape {y.shape}, expected ({len(batch)}, >= {n})")
             decoded[key] = y[:, :n]
         for j, i in enumerate(idx):
             out[i] = {key: y[j] for key, y in decoded.items()}
@@ -411,7 +412,8 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
 def page_summary(index_path):
     """Sizes of a built page: ``{"html_bytes", "media_files", "media_bytes"}``."""
     index_path = Path(index_path)
-    media = list((index_path.parent / "media").glob("*")) if (index_path.parent / "media").is_dir() else []
+    folder = index_path.parent / "media"
+    media = list(folder.glob("*")) if folder.is_dir() else []
     return {"html_bytes": index_path.stat().st_size, "media_files": len(media),
             "media_bytes": sum(p.stat().st_size for p in media)}
 

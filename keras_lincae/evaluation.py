@@ -219,7 +219,7 @@ def _song_files(song_dir):
 
 
 def _choose_start(target, clip, rate, start):
-    """Clip start in samples: a number of seconds, or "auto" (where ``target`` is loudest, 1 s grid)."""
+    """Clip start in samples: seconds, or "auto" (where ``target`` is loudest, on a 1 s grid)."""
     total = target.shape[-1]
     if total <= clip:
         return 0
@@ -278,7 +278,8 @@ def load_song_clip(song_dir, target="vocals", sample_rate=44100, clip_seconds=10
 
     def read(key, start=0, frames=-1):
         try:
-            data = sf.read(files[key], start=start, frames=frames, dtype="float32", always_2d=True)[0]
+            data = sf.read(files[key], start=start, frames=frames, dtype="float32",
+                           always_2d=True)[0]
         except Exception as e:
             raise SongSkipped(f"cannot decode {os.path.basename(files[key])}: {e}") from None
         if not np.all(np.isfinite(data)):
@@ -844,11 +845,12 @@ def format_markdown(results):
 
 
 def format_csv(results):
-    """``results.csv``: one row per model; per metric ``<name>_mean``, ``<name>_ci95``, ``<name>_n``."""
+    """``results.csv``: one row per model; per metric ``<name>_mean``, ``_ci95`` and ``_n``."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     names = [m["name"] for m in results["metrics"]]
-    writer.writerow(["model", "preset"] + [f"{n}_{s}" for n in names for s in ("mean", "ci95", "n")])
+    writer.writerow(["model", "preset"]
+                    + [f"{n}_{s}" for n in names for s in ("mean", "ci95", "n")])
     for r in results["models"]:
         row = [r["name"], r.get("preset") or ""]
         for n in names:
