@@ -66,6 +66,41 @@ ARCHITECTURE_DEFAULTS = dict(
 )
 
 
+TRAINING_DEFAULTS = dict(
+    # Which training step: "lin_cae" (mixtures + additivity + gains, annealed gain range),
+    # "lin_cae_2" (same, constant gain range) or "m2l" (Music2Latent baseline).
+    mode="lin_cae",
+    total_steps=800_000,
+    seed=0,
+    # Artificial mixtures w * x + (1 - w) * roll(x), w ~ U(mix_weight_min, mix_weight_max).
+    mix_weight_min=0.5,
+    mix_weight_max=1.0,
+    prob_additivity_switch=1.0,
+    # Gains a ~ U(range) with probability gain_prob, a < gain_zero_threshold -> 0, peak-capped.
+    gain_min=0.0,
+    gain_max=3.0,
+    gain_prob=0.8,
+    gain_zero_threshold=0.05,
+    gain_hold_fraction=0.2,
+    gain_end_fraction=0.1,
+    # M2L baseline augmentations.
+    mixit_prob=0.5,
+    scale_augmentation=True,
+    # Consistency training.
+    p_mean=-1.1,
+    p_std=2.0,
+    base_step=0.1,
+    start_exp=1.0,
+    end_exp=2.0,
+    huber_c=0.00054,
+    # EMA of the weights, kept in non-trainable shadow variables (None: no EMA).
+    ema_momentum=None,
+    ema_every=10,
+    ema_warmup=True,
+)
+TRAINING_MODES = ("lin_cae", "lin_cae_2", "m2l")
+
+
 def sampling_sigmas(steps, sigma_min, sigma_max, rho):
     """Noise levels visited by a `steps`-step decode, highest first (`steps + 1` values).
 
@@ -116,6 +151,7 @@ class LinCAE(keras.Model):
         super().__init__(**base_kwargs)
         self._config = config
         validation.check_architecture(config)
+        validation.check_training(config, TRAINING_MODES)
         policy = self.dtype_policy
         self.frontend = ScaledComplexSTFT(**{k: config[k] for k in FRONTEND_ARGS}, name="frontend")
         self.encoder = LinCAEEncoder(
@@ -131,10 +167,11 @@ class LinCAE(keras.Model):
         )
         self._compiled = {}
         self._noise_seed = keras.random.SeedGenerator(0, name="inference_noise_seed")
+        self._train_seed = keras.random.SeedGenerator(config["seed"], name="training_seed")
 
     @staticmethod
     def _extra_defaults():
-        return {}
+        return TRAINING_DEFAULTS
 
     def __getattr__(self, name):
         config = self.__dict__.get("_config")
@@ -173,6 +210,23 @@ class LinCAE(keras.Model):
         self.frontend.build()
         self.encoder.build((None, None, 2 * self.hop_size, self.data_channels))
         self.decoder.build()
+        self.training_step = self.add_weight(
+            shape=(), dtype="int32", initializer="zeros", trainable=False, name="training_step"
+        )
+        self.ema_weights = []
+        if self.ema_momentum is not None:
+            sources = self.encoder.trainable_weights + self.decoder.trainable_weights
+            self.ema_weights = [
+                self.add_weight(
+                    shape=w.shape,
+                    initializer=keras.initializers.Constant(0.0),
+                    trainable=False,
+                    name="ema_" + w.path.replace("/", "_"),
+                )
+                for w in sources
+            ]
+            for shadow, w in zip(self.ema_weights, sources):
+                shadow.assign(np.array(ops.convert_to_numpy(w)))  # a copy: never share buffers
         self.built = True
 
     def call(self, audio, training=None):
@@ -184,6 +238,138 @@ class LinCAE(keras.Model):
     def denoise(self, noisy, sigma, latents, training=None):
         """One consistency-model evaluation on unscaled `latents`; see `ConsistencyDecoder`."""
         return self.decoder(noisy, sigma, latents, training=training)
+
+    # -------------------------------------------------------------- training
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The Lin-CAE objective: consistency training on augmented batches.
+
+        `x` is a batch of audio clips `(batch, samples)`; `y_pred` the scaled
+        latents `call` computed from it (so the encoder runs once on the
+        sources). Steps, all with the model's seed generator:
+        1. m2l: mix-it (some clips averaged with a random partner) and scale
+           augmentation (the clips multiplied by capped random gains).
+        2. Artificial mixtures `w x + (1 - w) roll(x)` appended (all modes).
+        3. lin_cae*: gains `a` per clip (range annealed by the step counter for
+           "lin_cae"), capped so `a * peak <= 1`; both branches see
+           `frontend(a x)`.
+        4. Latents: encoder latents of the sources; lin_cae*: the mixtures'
+           latents are `w z + (1 - w) roll(z)` (additivity), then all are
+           multiplied by `a` (homogeneity). m2l: the encoder's own latents.
+        5. One noise draw, noise index from the discretised log-normal,
+           `sigma_step` from the annealed step size; the `sigma_step` branch is a
+           stop-gradient target; pseudo-Huber loss weighted by
+           `1 / (sigma - sigma_step)`.
+        During evaluation (`training=False`) steps 1-4 are skipped.
+        """
+        from keras_lincae.training import augment
+
+        audio = ops.cast(x, "float32")
+        batch = audio.shape[0]
+        seed = self._train_seed
+        step = self.training_step
+        lin_cae = training and self.mode != "m2l"
+        if training and (batch is None or batch < 2):
+            raise ValueError(f"Lin-CAE training needs at least 2 clips per batch to form mixtures, got {batch}")
+        latents = ops.cast(y_pred, "float32") / self.scale_factor
+        if training and self.mode == "m2l":
+            audio = augment.mixit_augmentation(audio, seed, prob=self.mixit_prob)
+            if self.scale_augmentation:
+                lo, hi = self._gain_range(step)
+                gains = augment.sample_gains(batch, seed, lo, hi, self.gain_prob, self.gain_zero_threshold)
+                audio = augment.scale_augmentation(audio, gains)
+            latents = self._encode_unscaled(audio, training)
+        if training:
+            weights = augment.sample_mix_weights(batch, seed, self.mix_weight_min, self.mix_weight_max)
+            audio = ops.concatenate([audio, augment.mix_with_rolled(audio, weights)], axis=0)
+            if lin_cae:
+                if self.prob_additivity_switch >= 1.0:
+                    latents = ops.concatenate([latents, augment.mix_with_rolled(latents, weights)], axis=0)
+                else:
+                    mixture_latents = self._encode_unscaled(audio[batch:], training)
+                    latents = augment.additive_latents(
+                        ops.concatenate([latents, mixture_latents], axis=0),
+                        weights,
+                        self.prob_additivity_switch,
+                        seed,
+                    )
+            else:
+                latents = ops.concatenate([latents, self._encode_unscaled(audio[batch:], training)], axis=0)
+        if lin_cae:
+            lo, hi = self._gain_range(step)
+            gains = augment.sample_gains(2 * batch, seed, lo, hi, self.gain_prob, self.gain_zero_threshold)
+            gains = augment.cap_gains(gains, audio)
+            audio = augment.apply_gain(audio, gains)
+            latents = augment.apply_gain(latents, gains)
+        representation = self.frontend.to_representation(audio)
+        items = representation.shape[0]
+        noise = keras.random.normal(ops.shape(representation), seed=seed)
+        index = augment.sample_noise_indices(
+            items, seed, sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho,
+            p_mean=self.p_mean, p_std=self.p_std,
+        )
+        step_size = augment.consistency_step_size(
+            step, self.total_steps, self.base_step, self.start_exp, self.end_exp
+        )
+        sigma, sigma_step = augment.consistency_sigmas(index, step_size, self.sigma_min, self.sigma_max, self.rho)
+        pyramid = self.decoder.latent_pyramid(ops.cast(latents, self.compute_dtype), training=training)
+        target = self.decoder.denoise(augment.add_noise(representation, noise, sigma_step), sigma_step, pyramid, training)
+        prediction = self.decoder.denoise(augment.add_noise(representation, noise, sigma), sigma, pyramid, training)
+        loss = augment.pseudo_huber_loss(
+            ops.stop_gradient(target),
+            prediction,
+            weights=augment.consistency_loss_weight(sigma, sigma_step),
+            c=self.huber_c,
+        )
+        if training:
+            self._advance_training_state()
+        return loss
+
+    def _encode_unscaled(self, audio, training):
+        representation = self.frontend.to_representation(audio)
+        return ops.cast(self.encoder(ops.cast(representation, self.compute_dtype), training=training), "float32")
+
+    def _gain_range(self, step):
+        """`(low, high)` gain bounds at `step` (annealed for mode "lin_cae" and "m2l")."""
+        from keras_lincae.training import augment
+
+        return augment.gain_range(
+            step,
+            self.total_steps,
+            self.gain_min,
+            self.gain_max,
+            decay=self.mode != "lin_cae_2",
+            start_hold_fraction=self.gain_hold_fraction,
+            end_zero_fraction=self.gain_end_fraction,
+        )
+
+    def gain_range_at(self, step):
+        """Gain range `(low, high)` as Python floats at training step `step`."""
+        lo, hi = self._gain_range(ops.convert_to_tensor(step, "int32"))
+        return float(ops.convert_to_numpy(lo)), float(ops.convert_to_numpy(hi))
+
+    def _advance_training_state(self):
+        """Step hook: EMA of the weights (every `ema_every` steps) and the step counter."""
+        from keras_lincae.training.schedules import ema_update
+
+        if self.ema_weights:
+            sources = self.encoder.trainable_weights + self.decoder.trainable_weights
+            ema_update(
+                self.ema_weights,
+                [ops.stop_gradient(w) for w in sources],
+                self.training_step,
+                self.ema_momentum,
+                self.ema_every,
+                self.ema_warmup,
+            )
+        self.training_step.assign(self.training_step + 1)
+
+    def use_ema_weights(self):
+        """Copy the EMA shadows into the model's weights (for inference after training)."""
+        if not self.ema_weights:
+            raise ValueError("This model keeps no EMA weights (ema_momentum is None)")
+        sources = self.encoder.trainable_weights + self.decoder.trainable_weights
+        for w, shadow in zip(sources, self.ema_weights):
+            w.assign(shadow)
 
     # ------------------------------------------------------------ public API
     def _function(self, key, fn):

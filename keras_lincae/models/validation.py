@@ -110,3 +110,24 @@ def check_architecture(config):
         raise ValueError("sigma_min must be smaller than sigma_max")
     if not float(config["scale_factor"]) > 0 or not np.isfinite(config["scale_factor"]):
         raise ValueError(f"scale_factor must be positive and finite, got {config['scale_factor']}")
+
+
+def check_training(config, modes):
+    """Raise ValueError for inconsistent training fields."""
+    if config["mode"] not in modes:
+        raise ValueError(f"mode must be one of {list(modes)}, got {config['mode']!r}")
+    if not 0 <= config["gain_min"] <= config["gain_max"]:
+        raise ValueError(f"gain range must satisfy 0 <= gain_min <= gain_max, got [{config['gain_min']}, {config['gain_max']}]")
+    if not 0 <= config["mix_weight_min"] <= config["mix_weight_max"] <= 1:
+        raise ValueError("mixture weights must satisfy 0 <= mix_weight_min <= mix_weight_max <= 1")
+    for key in ("prob_additivity_switch", "gain_prob", "mixit_prob", "gain_hold_fraction", "gain_end_fraction"):
+        if not 0.0 <= float(config[key]) <= 1.0:
+            raise ValueError(f"{key} must be a probability in [0, 1], got {config[key]}")
+    if config["gain_hold_fraction"] + config["gain_end_fraction"] > 1.0:
+        raise ValueError("gain_hold_fraction + gain_end_fraction must not exceed 1")
+    if int(config["total_steps"]) < 1:
+        raise ValueError(f"total_steps must be positive, got {config['total_steps']}")
+    if config["ema_momentum"] is not None and not 0.0 < float(config["ema_momentum"]) < 1.0:
+        raise ValueError(f"ema_momentum must be in (0, 1) or None, got {config['ema_momentum']}")
+    if int(config["ema_every"]) < 1:
+        raise ValueError(f"ema_every must be >= 1, got {config['ema_every']}")
