@@ -22,13 +22,13 @@ BUILTIN_PRESETS = {
     ),
     "lin_cae_2": dict(
         description="Official Lin-CAE-2 (constant gain range [0, 3]), 58.2 M parameters.",
-        config=dict(scale_factor=40.0),
+        config=dict(scale_factor=40.0, mode="lin_cae_2"),
         official_folder="2f4c6d21_weights",
         training_mode="lin_cae_2",
     ),
     "m2l": dict(
         description="Official Music2Latent baseline retrained by the Lin-CAE authors, 58.2 M parameters.",
-        config=dict(scale_factor=15.0),
+        config=dict(scale_factor=15.0, mode="m2l"),
         official_folder="1511f18a_weights",
         training_mode="m2l",
     ),
