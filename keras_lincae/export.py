@@ -4,13 +4,13 @@ The archive is laid out the way `tensorflow_model_server` expects,
 `OUT_DIR/<name>/<version>/{saved_model.pb, variables/, assets.extra/}`, and
 every signature takes float32 tensors with a dynamic batch and length:
 
-| signature          | inputs                                                        | outputs                   |
-|--------------------|---------------------------------------------------------------|---------------------------|
-| `encode`           | `audio (B, N)`                                                | `latents (B, L, C)`       |
-| `decode`           | `latents (B, L, C)`, `noise (B, steps*td*L, 2*hop, 2)`        | `audio (B, (td*L-1)*hop + n_fft)` |
-| `autoencode`       | `audio (B, N)`, `noise (B, steps*F(N), 2*hop, 2)`             | `audio (B, N)`            |
-| `separate`         | `mixture (B, N)`, `accompaniment (B, N)`, `noise` as above    | `target (B, N)`           |
-| `serving_default`  | same as `autoencode`                                          | same as `autoencode`      |
+| signature         | inputs                                                     | outputs                           |
+|-------------------|------------------------------------------------------------|-----------------------------------|
+| `encode`          | `audio (B, N)`                                             | `latents (B, L, C)`               |
+| `decode`          | `latents (B, L, C)`, `noise (B, steps*td*L, 2*hop, 2)`     | `audio (B, (td*L-1)*hop + n_fft)` |
+| `autoencode`      | `audio (B, N)`, `noise (B, steps*F(N), 2*hop, 2)`          | `audio (B, N)`                    |
+| `separate`        | `mixture (B, N)`, `accompaniment (B, N)`, `noise` as above | `target (B, N)`                   |
+| `serving_default` | same as `autoencode`                                       | same as `autoencode`              |
 
 `td` is `time_downsampling` (8), `C` the latent channels and
 `F(N) = td * ceil((N + n_fft - hop) / (td * hop))` the spectrogram frames of the
@@ -84,7 +84,9 @@ def _check_destination(out_dir, name, version, overwrite):
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"name must be a plain directory name like 'lincae', got {name!r}")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer (TF Serving's numeric version directory), got {version!r}")
+        raise ValueError(
+            f"version must be a positive integer (TF Serving's numeric version directory), got {version!r}"
+        )
     version_dir = os.path.join(os.path.abspath(os.fspath(out_dir)), name, str(version))
     if os.path.lexists(version_dir):
         if not os.path.isdir(version_dir):
@@ -163,10 +165,15 @@ def export_saved_model(preset, out_dir, name="lincae", version=1, steps=1, overw
         with open(os.path.join(staging, "assets.extra", EXPORT_INFO_FILE), "w") as f:
             json.dump(info, f, indent=2, sort_keys=True)
             f.write("\n")
-        if os.path.lexists(version_dir):
+        if os.path.lexists(version_dir):  # empty, or replaced with overwrite=True
             old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=model_dir)
             os.rename(version_dir, os.path.join(old, "previous"))
-        os.rename(staging, version_dir)
+        try:
+            os.rename(staging, version_dir)
+        except OSError:
+            if old is not None:  # put the previous export back
+                os.rename(os.path.join(old, "previous"), version_dir)
+            raise
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging, ignore_errors=True)
@@ -310,10 +317,12 @@ def build_export_archive(model, steps=1):
             )
         )
         with tf.control_dependencies(checks):
-            padded, num_samples = pad(tf.concat([mixture, accompaniment], axis=0))
-        latents = encoder(padded)
-        batch = tf.shape(mixture)[0]
-        decoded = sample(latents[:batch] - latents[batch:], noise)
+            mixture, num_samples = pad(mixture)
+            accompaniment, _ = pad(accompaniment)
+        # Two encoder calls, not one on the stacked batch: the latent difference
+        # cancels most of each latent, so it would show the (tiny) numerical
+        # difference between batch sizes.
+        decoded = sample(encoder(mixture) - encoder(accompaniment), noise)
         return decoded[:, front : front + num_samples]
 
     endpoints = {
