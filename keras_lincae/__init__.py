@@ -1,5 +1,9 @@
 """keras-lincae: linear consistency autoencoders (Lin-CAE) for music in Keras 3."""
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ logging quiet
+
 __version__ = "0.1.0"
 
 from keras_lincae.convert import convert_official_checkpoint  # noqa: E402
