@@ -87,6 +87,12 @@ def test_explicit_noise_is_the_starting_point(tiny_model):
     a = to_numpy(tiny_model.decode(latents, noise=noise, seed=1))
     b = to_numpy(tiny_model.decode(latents, noise=noise, seed=2))
     np.testing.assert_array_equal(a, b)  # 1 step: the seed plays no role once noise is given
+    second = np.random.default_rng(8).standard_normal(shape).astype("float32")
+    two_a = to_numpy(tiny_model.decode(latents, steps=2, noise=[noise, second], seed=1))
+    two_b = to_numpy(tiny_model.decode(latents, steps=2, noise=[noise, second], seed=2))
+    np.testing.assert_array_equal(two_a, two_b)
+    with pytest.raises(ValueError, match="3 noise draws"):
+        tiny_model.decode(latents, steps=2, noise=[noise, noise, noise])
     assert np.abs(a - to_numpy(tiny_model.decode(latents, noise=-noise))).max() > 1e-4
 
 

@@ -402,8 +402,8 @@ class LinCAE(keras.Model):
             seed: int or None. Seed of the noise draws (reproducible per backend).
             noise: optional standard-normal starting noise
                 `(batch, time_downsampling * frames, 2 * hop_size, 2)` (the official
-                `initial_noise / sigma_max`, transposed to our layout); later steps
-                of a multi-step decode draw their noise from `seed`.
+                `initial_noise / sigma_max`, transposed to our layout), or a list of
+                up to `steps` such draws (one per step); missing draws come from `seed`.
         Returns:
             `(batch, decoded_length(frames))` audio (or `(batch, channels, samples)`).
         """
@@ -412,9 +412,11 @@ class LinCAE(keras.Model):
         batch, frames = int(latents.shape[0]), int(latents.shape[1])
         shape = (batch, frames * self.time_downsampling, 2 * self.hop_size, self.data_channels)
         seed = self._noise_seed if seed is None else validation.check_seed(seed)
-        draws = [keras.random.normal(shape, seed=seed) for _ in range(steps - (noise is not None))]
-        if noise is not None:
-            draws.insert(0, validation.check_noise(noise, shape))
+        given = [] if noise is None else list(noise) if isinstance(noise, (list, tuple)) else [noise]
+        if len(given) > steps:
+            raise ValueError(f"got {len(given)} noise draws for a {steps}-step decode")
+        draws = [validation.check_noise(n, shape) for n in given]
+        draws += [keras.random.normal(shape, seed=seed) for _ in range(steps - len(draws))]
         sigmas = sampling_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)
         sampler = self._function(("decode", steps), lambda z, *n: self._sample(z, n, sigmas))
         audio = sampler(latents, *draws)
