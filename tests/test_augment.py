@@ -402,17 +402,17 @@ def test_sigma_step_and_weights_match_official(rng):
         A.consistency_step_size(0, TOTAL, schedule="linear")
 
 
-def test_edm_preconditioning_matches_official(rng):
+def test_preconditioning_matches_official(rng):
+    from keras_lincae.layers.decoder import preconditioning
+
     sigma = np.concatenate([[0.002, 0.01, 0.5, 80.0], rng.uniform(0.002, 80, 12)]).astype("float32")
-    ours = A.edm_preconditioning(sigma)
+    ours = preconditioning(ops.convert_to_tensor(sigma))
     refs = official_get_c(torch.from_numpy(sigma), 0.002, 0.5)
     for o, r in zip(ours, refs):
-        assert tuple(o.shape) == (16, 1, 1, 1)
-        np.testing.assert_allclose(np_(o), r.numpy(), rtol=1e-5, atol=1e-7)
-    flat = A.edm_preconditioning(sigma, ndim=1)
-    assert tuple(flat[0].shape) == (16,)
-    np.testing.assert_allclose(np_(flat[0])[0], 1.0)
-    np.testing.assert_allclose(np_(flat[1])[0], 0.0, atol=1e-7)
+        assert tuple(o.shape) == (16,)
+        np.testing.assert_allclose(np_(o), r.numpy().reshape(-1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np_(ours[0])[0], 1.0)
+    np.testing.assert_allclose(np_(ours[1])[0], 0.0, atol=1e-7)
 
 
 def test_add_noise_matches_official(rng):

@@ -24,7 +24,7 @@ M2L baseline augmentations: :func:`mixit_augmentation`,
 Consistency training: :func:`lognormal_index_probabilities`,
 :func:`sample_noise_indices`, :func:`sigma_from_index`,
 :func:`consistency_step_size`, :func:`step_index`, :func:`consistency_sigmas`,
-:func:`consistency_loss_weight`, :func:`edm_preconditioning`,
+:func:`consistency_loss_weight`,
 :func:`add_noise`, :func:`pseudo_huber_loss`.
 """
 
@@ -551,29 +551,6 @@ def consistency_sigmas(index, step_size, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MA
 def consistency_loss_weight(sigma, sigma_step):
     """Per-example loss weight ``1 / (sigma - sigma_step)``."""
     return 1.0 / (sigma - sigma_step)
-
-
-def edm_preconditioning(sigma, sigma_min=SIGMA_MIN, sigma_data=SIGMA_DATA, ndim=4):
-    """Consistency-model preconditioning ``(c_skip, c_out, c_in)``.
-
-    ``c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2)``,
-    ``c_out = sd * (sigma - sigma_min) / sqrt(sd^2 + sigma^2)``,
-    ``c_in = 1 / sqrt(sigma^2 + sd^2)`` (so ``c_skip = 1, c_out = 0`` at
-    ``sigma_min``).  Usage: ``out = c_skip * x_noisy + c_out * F(c_in * x_noisy)``.
-
-    Args:
-        sigma: ``(batch,)``.
-        ndim: rank of the tensors they multiply; each result is reshaped to
-            ``(batch, 1, ..., 1)`` (``ndim=4`` is the official shape,
-            ``ndim=1`` keeps ``(batch,)``).
-    """
-    sigma = ops.convert_to_tensor(sigma)
-    sd2 = sigma_data**2
-    shifted = sigma - sigma_min
-    c_skip = sd2 / (shifted**2 + sd2)
-    c_out = sigma_data * shifted / ops.sqrt(sd2 + sigma**2)
-    c_in = 1.0 / ops.sqrt(sigma**2 + sd2)
-    return tuple(_per_example(c, ndim) for c in (c_skip, c_out, c_in))
 
 
 def add_noise(x, noise, sigma):
