@@ -253,8 +253,10 @@ class TrainingMonitor(keras.callbacks.Callback):
     running mean since the epoch began; the logged loss is the mean over each logging interval.
     """
 
-    def __init__(self, config, start_micro, total_micro, accum, log_dir=None, examples=None, chief=True):
+    def __init__(self, config, start_micro, total_micro, accum, log_dir=None, examples=None, chief=True,
+                 progress=True):
         super().__init__()
+        self.progress = progress
         self.config, self.accum = config, accum
         self.micro, self.total_micro = start_micro, total_micro
         self.start_micro = start_micro
@@ -273,7 +275,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.t0 = self.t_log = time.time()
         self.epoch_batches, self.sum_at_log, self.batches_at_log = 0, 0.0, 0
         self.micro_at_log = self.micro
-        if self.chief:
+        if self.chief and self.progress:
             self.progbar = keras.utils.Progbar(self.total_micro // self.accum, stateful_metrics=["loss", "steps/s", "lr"])
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -300,7 +302,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         step = self.micro // self.accum
         lr = float(keras.ops.convert_to_numpy(self.schedule(max(step - 1, 0))))  # the last update's
         self.history.append((step, loss))
-        self.progbar.update(step, values=[("loss", loss), ("steps/s", rate), ("lr", lr)])
+        if self.progbar is not None:
+            self.progbar.update(step, values=[("loss", loss), ("steps/s", rate), ("lr", lr)])
         if self.writer is not None:
             import tensorflow as tf
 
@@ -468,7 +471,7 @@ class Trainer:
             examples = next(iter(ex_ds.take(1))).numpy()
         self.monitor = TrainingMonitor(c, self.start_micro, self.total_micro, self.accum,
                                        log_dir=os.path.join(self.run_dir, "logs"), examples=examples,
-                                       chief=self.dist.is_chief)
+                                       chief=self.dist.is_chief, progress=self.verbose)
         spe = c["checkpoint_every"] * self.accum
         epochs = math.ceil(self.total_micro / spe)
         initial_epoch = self.start_micro // spe
