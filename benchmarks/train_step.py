@@ -1,0 +1,246 @@
+"""Training-step throughput: keras-lincae on jax / tensorflow / torch vs the official trainer's step.
+
+Reduced config (both sides): base 16 channels, bottleneck base 128, latent 32, one residual
+layer per level, hop 256, batch 4 clips of 64 spectrogram frames (17,152 samples), Lin-CAE mode
+(mixtures + additivity + gains), RAdam on the warm-up/cosine schedule, EMA every 10 steps.
+
+The official side rebuilds `CAETrainer.train_it` + `training_step` (github
+bernardo-torres/linear-autoencoders, src/linear_cae/train.py; the PyPI `linear_cae` 0.1.4 ships
+the components but not train.py) from the installed `linear_cae.components` UNet, Diffusion,
+ScaledComplexSTFT and ExponentialMovingAverage: mixtures appended, encoder on the
+representation, mixture latents replaced by the combination of the sources' latents, gains on
+both branches' audio and latents (teacher_student), shared noise, stop-gradient target,
+pseudo-Huber loss weighted by 1 / (sigma - sigma_step), torch RAdam, EMA update every 10 steps,
+learning rate set each step. It runs eagerly (as the official `compile_model: false`; pass
+`--official-compile` for torch.compile of the step).
+
+Each side runs in its own subprocess, one after the other: a few warm-up steps (compilation),
+then `--repeats` timed blocks of `--steps` steps; the median block gives steps/s.
+
+    python benchmarks/train_step.py                 # all backends + official
+    python benchmarks/train_step.py --only jax official --steps 10
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARCH = dict(
+    base_channels=16, bottleneck_base_channels=128, bottleneck_channels=32,
+    layers_list=[1, 1, 1, 1, 1], layers_list_encoder=[1, 1, 1, 1, 1], hop_size=256,
+)
+BATCH, FRAMES = 4, 64
+CLIP = (FRAMES - 1) * ARCH["hop_size"] + 4 * ARCH["hop_size"]
+TOTAL_STEPS = 800_000
+
+
+def audio_batches(n, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(CLIP) / 44100.0
+    out = np.zeros((n, CLIP), "float32")
+    for i in range(n):
+        for _ in range(3):
+            out[i] += 0.1 * np.sin(2 * np.pi * rng.uniform(80, 2000) * t + rng.uniform(0, 6))
+        out[i] += 0.01 * rng.standard_normal(CLIP)
+    return out
+
+
+# --------------------------------------------------------------------------------- keras side
+def keras_worker(warmup, steps, repeats):
+    import keras
+
+    sys.path.insert(0, REPO)
+    from keras_lincae import LinCAE
+    from keras_lincae.training.optimizers import RAdam
+    from keras_lincae.training.schedules import WarmupDecay
+
+    keras.utils.set_random_seed(0)
+    model = LinCAE.from_preset("lin_cae", load_weights=False, total_steps=TOTAL_STEPS,
+                               ema_momentum=0.9999, ema_every=10, **ARCH)
+    model.compile(optimizer=RAdam(WarmupDecay(1e-4, 1e-6, 10_000, TOTAL_STEPS)))
+    x = audio_batches(BATCH * steps)
+    t0 = time.perf_counter()
+    model.fit(x[: BATCH * warmup], batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.fit(x, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+        float(keras.ops.convert_to_numpy(model.training_step))  # wait for the last step
+        times.append((time.perf_counter() - t0) / steps)
+    return dict(params=int(model.count_params()), warmup_s=first, step_s=times)
+
+
+# ------------------------------------------------------------------------------ official side
+def official_worker(warmup, steps, repeats, compile_step=False):
+    import numpy as np
+    import torch
+    from linear_cae.components.diffusion import Diffusion
+    from linear_cae.components.ema import ExponentialMovingAverage
+    from linear_cae.components.frontends import ScaledComplexSTFT
+    from linear_cae.components.generator import UNet
+
+    torch.manual_seed(0)
+    hop = ARCH["hop_size"]
+    frontend = ScaledComplexSTFT(hop_size=hop, n_fft_factor=4, alpha_rescale=0.65, beta_rescale=0.34, sample_rate=44100)
+    generator = UNet(
+        base_channels=ARCH["base_channels"], layers_list=ARCH["layers_list"], multipliers_list=[1, 2, 4, 4, 4],
+        attention_list=[0, 0, 1, 1, 1], freq_downsample_list=[1, 0, 0, 0], layers_list_encoder=ARCH["layers_list_encoder"],
+        attention_list_encoder=[0, 0, 1, 1, 1], bottleneck_base_channels=ARCH["bottleneck_base_channels"],
+        num_bottleneck_layers=4, frequency_scaling=True, heads=4, cond_channels=256, use_fourier=False,
+        fourier_scale=0.2, normalization=True, dropout_rate=0.0, min_res_dropout=16,
+        bottleneck_channels=ARCH["bottleneck_channels"], pre_normalize_2d_to_1d=True,
+        pre_normalize_downsampling_encoder=True, init_as_zero=True, hop=hop, sigma_max=80.0, sigma_min=0.002,
+        sigma_data=0.5, data_channels=2)
+    diffusion = Diffusion(schedule="exponential", start_exp=1.0, end_exp=2.0, base_step=0.1, sigma_min=0.002,
+                          sigma_max=80.0, rho=7.0, use_lognormal=True, p_mean=-1.1, p_std=2.0, sigma_data=0.5,
+                          total_iters=TOTAL_STEPS)
+    optimizer = torch.optim.RAdam(generator.parameters(), lr=1e-4)
+    ema = ExponentialMovingAverage(generator.parameters(), decay=0.9999, use_num_updates=True)
+
+    def huber(x, y, w, c=0.00054):
+        diff = torch.flatten((x - y) ** 2, start_dim=1)
+        c = c * torch.sqrt(torch.ones((1,), device=x.device) * diff.shape[-1])
+        diff = torch.sqrt(torch.sum(diff, -1) + c**2) - c
+        return (torch.nan_to_num(diff) * w.squeeze()).mean()
+
+    def combine(batch, weights):
+        w = weights.view(-1, *([1] * (batch.ndim - 1)))
+        return batch * w + torch.roll(batch, shifts=1, dims=0) * (1 - w)
+
+    def train_it(wv, it, gain_min, gain_max, prob=0.8):
+        n = wv.shape[0]
+        lc_weight = torch.rand((n,)) * 0.5 + 0.5
+        wv = torch.cat([wv, combine(wv, lc_weight)], dim=0)
+        n = wv.shape[0]
+        apply = torch.rand((n,)) < prob
+        gains = torch.rand((n,)) * (gain_max - gain_min) + gain_min
+        gains = torch.where(gains < 0.05, 0.0, gains)
+        gain = torch.where(apply, gains, torch.ones((n,)))
+        data_rep = frontend.to_representation(wv)
+        cap = 1.0 / (torch.amax(torch.abs(wv), dim=1) + 1e-7)
+        gain = torch.copysign(torch.min(torch.abs(gain), cap), gain)
+        scaled_rep = frontend.to_representation(wv * gain[:, None])
+        step = diffusion.get_step_schedule(min(it, TOTAL_STEPS))
+        w = diffusion.get_sampling_weights(10000, device=data_rep.device)
+        inds = torch.multinomial(w, n, replacement=True).float()
+        inds = (inds + torch.rand_like(inds)) / float(10000 - 1)
+        sigmas = diffusion.get_sigma_continuous(inds)
+        sigmas_step = diffusion.get_sigma_continuous(diffusion.get_step_continuous(inds, step))
+        noises = torch.randn_like(data_rep)
+        noisy_student = diffusion.add_noise(scaled_rep, noises, sigmas)
+        noisy_teacher = diffusion.add_noise(scaled_rep, noises, sigmas_step)
+        latents = generator.encoder(data_rep)
+        half = latents.shape[0] // 2
+        new_half = combine(latents[:half], lc_weight.to(latents.dtype))
+        mask = (torch.rand((half,)) < 1.0).float().view(-1, *([1] * (new_half.ndim - 1)))
+        latents = torch.cat([latents[:half], mask * new_half + (1 - mask) * latents[half:]], dim=0)
+        latents = latents * gain.view(-1, *((1,) * (latents.ndim - 1)))
+        pyramid = generator.decoder(latents)
+        target = generator.forward_generator(latents, noisy_teacher, sigmas_step, pyramid).detach()
+        prediction = generator.forward_generator(latents, noisy_student, sigmas, pyramid)
+        return huber(target, prediction, diffusion.get_loss_weight(sigmas, sigmas_step))
+
+    if compile_step:
+        train_it = torch.compile(train_it)
+
+    def training_step(wv, it):
+        lr = 1e-4 * it / 10_000 if it < 10_000 else 1e-6 + 0.5 * (1e-4 - 1e-6) * (1 + np.cos(np.pi * (it - 10_000) / (TOTAL_STEPS - 10_000)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = train_it(wv, it, 0.0, 3.0)  # gain range held at [0, 3] for the first 20 %
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if it % 10 == 0:
+            ema.update()
+        return loss
+
+    x = torch.from_numpy(audio_batches(BATCH * steps))
+    it = 0
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        training_step(x[(i % steps) * BATCH:(i % steps + 1) * BATCH], it)
+        it += 1
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(steps):
+            training_step(x[i * BATCH:(i + 1) * BATCH], it)
+            it += 1
+        times.append((time.perf_counter() - t0) / steps)
+    return dict(params=int(sum(p.numel() for p in generator.parameters())), warmup_s=first, step_s=times)
+
+
+# ---------------------------------------------------------------------------------- driver
+def run_worker(name, args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if name != "official":
+        env["KERAS_BACKEND"] = name
+    command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--warmup", str(args.warmup),
+               "--steps", str(args.steps), "--repeats", str(args.repeats)]
+    if args.official_compile:
+        command.append("--official-compile")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        return dict(error=(result.stderr or result.stdout).strip().splitlines()[-1:] or ["failed"])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", default=["official", "jax", "tensorflow", "torch"])
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
+    p.add_argument("--steps", type=int, default=5, help="steps per timed block")
+    p.add_argument("--repeats", type=int, default=3, help="timed blocks (the median is reported)")
+    p.add_argument("--official-compile", action="store_true", help="torch.compile the official step")
+    p.add_argument("--timeout", type=int, default=1800)
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        if args.worker == "official":
+            result = official_worker(args.warmup, args.steps, args.repeats, args.official_compile)
+        else:
+            result = keras_worker(args.warmup, args.steps, args.repeats)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    results = {}
+    for name in args.only:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = run_worker(name, args)
+    official = results.get("official", {})
+    base = 1.0 / statistics.median(official["step_s"]) if official.get("step_s") else None
+    print(f"\nTraining step, reduced config (batch {BATCH} x {FRAMES} frames, hop {ARCH['hop_size']}), "
+          f"median of {args.repeats} blocks of {args.steps} steps after {args.warmup} warm-up steps; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
+    print("| implementation | params | warm-up (s) | s/step | steps/s | vs official |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        label = "official linear_cae (torch eager)" if name == "official" else f"keras-lincae ({name})"
+        if name == "official" and args.official_compile:
+            label = "official linear_cae (torch.compile)"
+        if "error" in r:
+            print(f"| {label} | - | - | - | - | failed: {' '.join(r['error'])[:120]} |")
+            continue
+        s = statistics.median(r["step_s"])
+        ratio = f"{(1.0 / s) / base:.2f}x" if base else "-"
+        print(f"| {label} | {r['params']:,} | {r['warmup_s']:.1f} | {s:.3f} | {1.0 / s:.2f} | {ratio} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
