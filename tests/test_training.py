@@ -42,17 +42,17 @@ def run_loss(model, audio, training=True):
 
 def test_mixture_latents_are_mixtures_of_source_latents(monkeypatch):
     model = randomize_weights(tiny(mix_weight_min=0.7, mix_weight_max=0.7, gain_prob=0.0))
-    audio = music_like(CLIP, batch=3, seed=1)
+    audio = music_like(CLIP, batch=2, seed=1)
     sources = to_numpy(model(audio)) / model.scale_factor
     spy = Spy(model, monkeypatch)
     loss = run_loss(model, audio)
     assert np.isfinite(loss) and loss > 0
     latents = spy.latents[-1]
-    assert latents.shape[0] == 6
-    np.testing.assert_allclose(latents[:3], sources, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(latents[3:], 0.7 * sources + 0.3 * np.roll(sources, 1, axis=0), rtol=1e-5, atol=1e-6)
+    assert latents.shape[0] == 4
+    np.testing.assert_allclose(latents[:2], sources, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(latents[2:], 0.7 * sources + 0.3 * np.roll(sources, 1, axis=0), rtol=1e-5, atol=1e-6)
     mixed_audio = spy.audio[-1]
-    np.testing.assert_allclose(mixed_audio[3:], 0.7 * audio + 0.3 * np.roll(audio, 1, axis=0), atol=1e-6)
+    np.testing.assert_allclose(mixed_audio[2:], 0.7 * audio + 0.3 * np.roll(audio, 1, axis=0), atol=1e-6)
 
 
 def test_gains_scale_audio_and_latents_and_are_peak_capped(monkeypatch):
@@ -79,15 +79,15 @@ def test_small_gains_become_zero(monkeypatch):
 
 def test_m2l_uses_encoder_latents_without_gain_terms(monkeypatch):
     model = randomize_weights(tiny(mode="m2l", mixit_prob=0.0, scale_augmentation=False, gain_prob=1.0))
-    audio = music_like(CLIP, batch=3, seed=4)
+    audio = music_like(CLIP, batch=2, seed=4)
     spy = Spy(model, monkeypatch)
     run_loss(model, audio)
     fed_audio, latents = spy.audio[-1], spy.latents[-1]
     # Mixtures are appended, but their latents come from the encoder, and no gain is applied.
-    np.testing.assert_allclose(fed_audio[:3], audio, atol=1e-6)
-    own = to_numpy(model(fed_audio[3:])) / model.scale_factor
-    np.testing.assert_allclose(latents[3:], own, rtol=1e-4, atol=1e-5)
-    weights = (fed_audio[3:] - np.roll(audio, 1, axis=0)) / (audio - np.roll(audio, 1, axis=0) + 1e-12)
+    np.testing.assert_allclose(fed_audio[:2], audio, atol=1e-6)
+    own = to_numpy(model(fed_audio[2:])) / model.scale_factor
+    np.testing.assert_allclose(latents[2:], own, rtol=1e-4, atol=1e-5)
+    weights = (fed_audio[2:] - np.roll(audio, 1, axis=0)) / (audio - np.roll(audio, 1, axis=0) + 1e-12)
     assert np.all((weights[:, 100:200] > 0.5 - 1e-3) & (weights[:, 100:200] < 1 + 1e-3))
 
 
@@ -145,44 +145,65 @@ def fixed_noise_loss(model, audio, seeds=(1234, 99, 7)):
     return float(np.mean(losses))
 
 
-def test_fit_lowers_loss_and_advances_the_step_counter(tmp_path):
-    model = tiny(total_steps=30, ema_momentum=0.9, ema_every=1)
-    model.compile(optimizer=RAdam(1e-2))
-    audio = music_like(CLIP, batch=4, seed=6)
+STEPS = 12
+TRAIN_CLIP = (8 - 1) * 512 + 2048  # 8 spectrogram frames -> 1 latent frame
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One short training run shared by the tests below (one compile per backend)."""
+    model = tiny(total_steps=18, ema_momentum=0.9, ema_every=1)
+    # tf.function without XLA on TensorFlow (XLA compilation of the step costs minutes on CPU).
+    jit = False if keras.backend.backend() == "tensorflow" else "auto"
+    model.compile(optimizer=RAdam(1e-2), jit_compile=jit)
+    audio = music_like(TRAIN_CLIP, batch=2, seed=6)
     before = fixed_noise_loss(model, audio)
-    history = model.fit(audio, batch_size=4, epochs=20, verbose=0)
+    sources = model.encoder.trainable_weights + model.decoder.trainable_weights
+    watched = model.encoder.conv_inp.conv.kernel
+    snapshots, losses = [], []
+    for _ in range(STEPS):
+        snapshots.append(to_numpy(watched))
+        losses += model.fit(audio, batch_size=2, epochs=1, verbose=0).history["loss"]
     after = fixed_noise_loss(model, audio)
-    losses = history.history["loss"]
     print(f"{keras.backend.backend()}: fixed-noise loss {before:.2f} -> {after:.2f}; fit losses {losses[0]:.2f} ... {losses[-1]:.2f}")
-    assert after < 0.9 * before
+    index = [id(w) for w in sources].index(id(watched))
+    return dict(model=model, before=before, after=after, losses=losses, snapshots=snapshots, index=index, watched=watched)
+
+
+def test_fit_lowers_loss_and_advances_the_step_counter(trained):
+    model, losses = trained["model"], trained["losses"]
+    assert trained["after"] < 0.95 * trained["before"]
     assert len(set(np.round(losses, 5))) == len(losses)  # fresh noise every step under jit
-    assert int(to_numpy(model.training_step)) == 20
-    assert model.gain_range_at(20)[1] < 3.0  # two thirds in: the gain range has narrowed
-    # The counter (and the EMA weights) are saved and restored with the model.
+    assert int(to_numpy(model.training_step)) == STEPS
+    assert model.gain_range_at(STEPS)[1] < 3.0  # past 20% of training: the gain range has narrowed
+
+
+def test_step_counter_and_ema_are_saved_with_the_model(trained, tmp_path):
+    model = trained["model"]
     path = model.save_to_preset(str(tmp_path / "mid_training"))
     reloaded = LinCAE.from_preset(path)
-    assert int(to_numpy(reloaded.training_step)) == 20
+    assert int(to_numpy(reloaded.training_step)) == STEPS
     for a, b in zip(reloaded.ema_weights, model.ema_weights):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
-def test_ema_follows_its_formula():
-    model = tiny(ema_momentum=0.95, ema_every=1, total_steps=10)
-    model.compile(optimizer=RAdam(1e-2))
-    audio = music_like(CLIP, batch=2, seed=7)
-    sources = model.encoder.trainable_weights + model.decoder.trainable_weights
-    weight = model.encoder.conv_inp.conv.kernel
-    index = [id(w) for w in sources].index(id(weight))
-    snapshots = []
-    for _ in range(3):
-        snapshots.append(to_numpy(weight))
-        model.fit(audio, batch_size=2, epochs=1, verbose=0)
+def test_ema_follows_its_formula(trained):
+    snapshots = trained["snapshots"]
     # Step s (s = updates so far) blends in the weights after s updates, for s > 0.
     shadow = snapshots[0]
-    for s in (1, 2):
-        decay = min(0.95, (1 + s) / (10 + s))
+    for s in range(1, STEPS):
+        decay = min(0.9, (1 + s) / (10 + s))
         shadow = decay * shadow + (1 - decay) * snapshots[s]
-    np.testing.assert_allclose(to_numpy(model.ema_weights[index]), shadow, rtol=1e-5, atol=1e-7)
-    assert np.abs(snapshots[2] - snapshots[0]).max() > 1e-4
+    model, index = trained["model"], trained["index"]
+    np.testing.assert_allclose(to_numpy(model.ema_weights[index]), shadow, rtol=1e-4, atol=1e-6)
+    assert np.abs(snapshots[-1] - snapshots[0]).max() > 1e-4
+
+
+def test_use_ema_weights(trained):
+    model = LinCAE.from_config(trained["model"].get_config())
+    model.build()
+    model.set_weights(trained["model"].get_weights())
     model.use_ema_weights()
-    np.testing.assert_array_equal(to_numpy(weight), to_numpy(model.ema_weights[index]))
+    index = trained["index"]
+    sources = model.encoder.trainable_weights + model.decoder.trainable_weights
+    np.testing.assert_array_equal(to_numpy(sources[index]), to_numpy(model.ema_weights[index]))
