@@ -16,13 +16,16 @@ import time
 
 import keras
 
+from keras_lincae.training.testing_utils import jax_compilation_cache
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "distributed_worker.py")
 
 
 def test_two_replicas_stay_in_sync_and_draw_differently(tmp_path):
     backend = keras.backend.backend()
-    env = dict(os.environ, KERAS_BACKEND=backend)
+    with jax_compilation_cache() as cache_env:
+        env = dict(os.environ, KERAS_BACKEND=backend, **cache_env)
     report_path = str(tmp_path / "report.json")
     args = [WORKER, str(tmp_path / "run"), report_path]
     if backend == "jax":
@@ -30,8 +33,8 @@ def test_two_replicas_stay_in_sync_and_draw_differently(tmp_path):
         command = [sys.executable, *args]
     elif backend == "torch":
         torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-        command = [torchrun, "--nproc_per_node", "2", "--master_port", "0", *args] if os.path.exists(torchrun) else \
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args]
+        command = [torchrun, "--standalone", "--nproc_per_node", "2", *args] if os.path.exists(torchrun) else \
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
         env["OMP_NUM_THREADS"] = "1"
     else:
         command = [sys.executable, *args]
