@@ -197,7 +197,8 @@ class TFDistributor(Distributor):
     def install_replica_hooks(self, model):
         if self.num_replicas > 1:
             fold_replica_into_seed(model._train_seed, _tf_replica_id)
-            scale_loss_by_replicas(model, self.num_replicas)
+            if not getattr(type(model), "loss_scaled_for_replicas", False):  # until LinCAE does it itself
+                scale_loss_by_replicas(model, self.num_replicas)
 
     def describe(self):
         return f"{self.kind}: {self.num_replicas} replica(s) {list(self.strategy.extended.worker_devices)}"
