@@ -14,8 +14,8 @@ The objective (``keras_tuner.Objective("score", "min")``, see :func:`trial_score
     score = val_loss_ratio + lambda_add * (enc_add + dec_add) + lambda_hom * dec_hom
 
 * ``val_loss_ratio = val_loss / val_loss_init``: the consistency loss (``model.evaluate``, no
-  augmentation) on the held-out clips after training, divided by the same loss of the same
-  architecture before training. Both evaluations start from the model's initial seed state (the
+  augmentation) on the held-out mixtures ``u + v`` after training, divided by the same loss of
+  the same architecture before training. Both evaluations start from the model's initial seed state (the
   trained model is evaluated after a reload of its preset), so they see the same noise draws:
   a paired, dimensionless ratio (1 = no progress) comparable across architectures;
 * ``enc_add``: encoder additivity error ``|E(u) + E(v) - E(u + v)| / |E(u + v)|`` (relative L2,
@@ -110,8 +110,8 @@ SETTINGS_FILE = "tune_settings.json"
 TRIAL_PRESET = "preset"
 TRIAL_RESULT = "result.json"
 SILENCE_RMS_DB = -50.0
-# Settings that may change when a search is resumed.
-RESUMABLE_CHANGES = ("max_trials", "verbose")
+# Settings that may change when a search is resumed (they do not change what a trial means).
+RESUMABLE_CHANGES = ("max_trials", "verbose", "jit_compile", "run_eagerly")
 
 
 def _objective():
@@ -254,8 +254,8 @@ class TuningData:
 
     @property
     def val_audio(self):
-        """The clips ``model.evaluate`` sees: mixtures ``u + v``, then ``u``, then ``v``."""
-        return np.concatenate([self.u + self.v, self.u, self.v]).astype(np.float32)
+        """The clips ``model.evaluate`` sees: the held-out mixtures ``u + v``."""
+        return (self.u + self.v).astype(np.float32)
 
 
 def _rms_db(x):
@@ -459,8 +459,8 @@ class LinCAETuner(keras_tuner.Tuner):
         return os.path.join(self.get_trial_dir(trial_id), TRIAL_PRESET)
 
     def _evaluate(self, model):
-        # Three equal batches (mixtures, vocals, accompaniment): one compiled shape.
-        return float(model.evaluate(self.data.val_audio, batch_size=len(self.data.u), verbose=0))
+        val = self.data.val_audio
+        return float(model.evaluate(val, batch_size=len(val), verbose=0))
 
     def run_trial(self, trial, *args, **kwargs):
         from keras_lincae import LinCAE
@@ -473,6 +473,7 @@ class LinCAETuner(keras_tuner.Tuner):
         epochs, first = hp.values.get("tuner/epochs", 1), hp.values.get("tuner/initial_epoch", 0)
         parent = hp.values.get("tuner/trial_id")
         if parent is not None:  # hyperband: continue training the parent trial's model
+            model.optimizer.build(model.trainable_variables)  # so its saved state loads too
             model.load_weights(os.path.join(self.trial_preset_dir(parent), "model.weights.h5"))
         train_steps = (epochs - first) * s.steps
         clips = sample_training_clips(self.data, train_steps * s.batch_size, seed=[s.seed, first])
@@ -529,7 +530,8 @@ def make_tuner(settings, directory, data=None, project_name="lincae_tune", overw
     Returns:
         ``LinCAETuner``; call ``.search()``.
     """
-    project_dir = os.path.join(os.fspath(directory), project_name)
+    directory = os.path.abspath(os.fspath(directory))
+    project_dir = os.path.join(directory, project_name)
     if overwrite and os.path.isdir(project_dir):
         import shutil
 
@@ -547,7 +549,7 @@ def make_tuner(settings, directory, data=None, project_name="lincae_tune", overw
         oracle = oracles.HyperbandOracle(max_epochs=settings.max_epochs, factor=settings.factor,
                                          **common)
         oracle.max_trials = settings.max_trials  # a cap on the brackets' trials
-    tuner = LinCAETuner(oracle, settings, data, directory=os.fspath(directory),
+    tuner = LinCAETuner(oracle, settings, data, directory=directory,
                         project_name=project_name, overwrite=False)
     tuner.oracle.max_trials = settings.max_trials  # the stored state does not hold it
     if not settings.verbose:
@@ -577,8 +579,9 @@ def summary_rows(tuner):
         for name in ("bottleneck_channels", "base_channels", "bottleneck_base_channels"):
             if name in values:
                 row[name] = values[name]
-        if "tuner/epochs" in values:
+        if "tuner/epochs" in values:  # hyperband: budget in units of `steps`, parent trial
             row["hb_epochs"] = values["tuner/epochs"]
+            row["hb_parent"] = values.get("tuner/trial_id", "")
         for name in _METRIC_COLUMNS:
             if trial.metrics.exists(name):
                 row[name] = trial.metrics.get_last_value(name)

@@ -72,7 +72,8 @@ def build_parser():
                    help="base_channels choices with --tune-widths (default 4,8,16)")
     p.add_argument("--bottleneck-base-channels", type=_ints, default=[16, 32, 64],
                    help="bottleneck_base_channels choices with --tune-widths (default 16,32,64)")
-    p.add_argument("--max-trials", type=int, default=4, help="trials in total (default 4; a cap for hyperband)")
+    p.add_argument("--max-trials", type=int, default=4,
+                   help="trials in total (default 4; a cap for hyperband)")
     p.add_argument("--max-epochs", type=int, default=3,
                    help="hyperband: largest budget, in units of --steps (default 3)")
     p.add_argument("--factor", type=int, default=3, help="hyperband reduction factor (default 3)")
@@ -80,9 +81,12 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=2, help="clips per training batch, >= 2 (default 2)")
     p.add_argument("--clip-frames", type=int, default=16,
                    help="clip length in STFT frames, a multiple of 8 (default 16 = 9,728 samples, 0.22 s)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="RAdam learning rate (default 1e-3)")
-    p.add_argument("--lambda-add", type=float, default=1.0, help="weight of the additivity errors (default 1)")
-    p.add_argument("--lambda-hom", type=float, default=1.0, help="weight of the homogeneity error (default 1)")
+    p.add_argument("--learning-rate", type=float, default=1e-3,
+                   help="RAdam learning rate (default 1e-3)")
+    p.add_argument("--lambda-add", type=float, default=1.0,
+                   help="weight of the additivity errors (default 1)")
+    p.add_argument("--lambda-hom", type=float, default=1.0,
+                   help="weight of the homogeneity error (default 1)")
     p.add_argument("--gains", type=_floats, default=None,
                    help="homogeneity gains (default 0.25,0.5,0.75,1.1)")
     p.add_argument("--val-clips", type=int, default=4,
@@ -90,7 +94,8 @@ def build_parser():
     p.add_argument("--data", default=None,
                    help="dataset with train/ and test/ song folders (MUSDB18-HQ layout); "
                         "default: the embedded synthetic dataset")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, clips and decoding noise (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of weights, clips and decoding noise (default 0)")
     p.add_argument("--jit-compile", type=_jit, choices=("auto", True, False), default="auto",
                    metavar="{auto,true,false}", help="model.compile(jit_compile=...) (default auto)")
     p.add_argument("--run-eagerly", action="store_true",
