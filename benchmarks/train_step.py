@@ -55,6 +55,7 @@ def audio_batches(n, seed=0):
 # --------------------------------------------------------------------------------- keras side
 def keras_worker(warmup, steps, repeats):
     import keras
+    import numpy as np
 
     sys.path.insert(0, REPO)
     from keras_lincae import LinCAE
@@ -75,7 +76,8 @@ def keras_worker(warmup, steps, repeats):
         model.fit(x, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
         float(keras.ops.convert_to_numpy(model.training_step))  # wait for the last step
         times.append((time.perf_counter() - t0) / steps)
-    return dict(params=int(model.count_params()), warmup_s=first, step_s=times)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)  # EMA shadows excluded
+    return dict(params=trainable, warmup_s=first, step_s=times)
 
 
 # ------------------------------------------------------------------------------ official side
@@ -224,7 +226,7 @@ def main(argv=None):
     print(f"\nTraining step, reduced config (batch {BATCH} x {FRAMES} frames, hop {ARCH['hop_size']}), "
           f"median of {args.repeats} blocks of {args.steps} steps after {args.warmup} warm-up steps; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
-    print("| implementation | params | warm-up (s) | s/step | steps/s | vs official |")
+    print("| implementation | trainable params | warm-up (s) | s/step | steps/s | vs official |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         label = "official linear_cae (torch eager)" if name == "official" else f"keras-lincae ({name})"
