@@ -13,6 +13,16 @@ TINY_ARCHITECTURE = dict(
     num_bottleneck_layers=1,
 )
 
+SMALL_ARCHITECTURE = dict(
+    base_channels=8,
+    layers_list=[1, 1, 1, 1, 1],
+    multipliers_list=[1, 2, 4, 8, 8],
+    bottleneck_base_channels=128,
+    bottleneck_channels=64,
+    cond_channels=64,
+    num_bottleneck_layers=2,
+)
+
 BUILTIN_PRESETS = {
     "lin_cae": dict(
         description="Official Lin-CAE (gain annealing), 58.2 M parameters, 64 latent channels.",
@@ -37,6 +47,18 @@ BUILTIN_PRESETS = {
         config=dict(TINY_ARCHITECTURE),
         official_folder=None,
         training_mode="lin_cae",
+    ),
+    "lin_cae_small": dict(
+        description="Small Lin-CAE (2.2 M parameters, 64 latent channels) trained offline; weights in saved_models/.",
+        config=dict(SMALL_ARCHITECTURE, mode="lin_cae"),
+        official_folder=None,
+        training_mode="lin_cae",
+    ),
+    "m2l_small": dict(
+        description="Small Music2Latent baseline (same architecture, data and budget as lin_cae_small, no Lin-CAE augmentation).",
+        config=dict(SMALL_ARCHITECTURE, mode="m2l"),
+        official_folder=None,
+        training_mode="m2l",
     ),
 }
 

@@ -373,6 +373,8 @@ class LinCAE(keras.Model):
 
     # ------------------------------------------------------------ public API
     def _function(self, key, fn):
+        if not self.built:  # variables must exist before tracing
+            self.build()
         if key not in self._compiled:
             self._compiled[key] = compile_inference_function(self, fn)
         return self._compiled[key]

@@ -1,0 +1,94 @@
+"""The offline music collection the shipped small presets were trained on.
+
+Three kinds of music that exist on a machine without internet:
+
+- ``synth_numpy``: the embedded numpy synthesiser (`keras_lincae.synth`), MUSDB-style songs
+  with stems;
+- ``synth_fluidsynth``: the same generated scores rendered by fluidsynth with the Debian
+  General MIDI soundfont (`apt-get install fluidsynth fluid-soundfont-gm`), with stems;
+- ``recorded``: recorded game music shipped by Debian (`apt-get install drascula-music
+  planetblupi-music-ogg`), linked into ``recorded/train`` and ``recorded/test``.
+
+Every kind has a ``train`` and a ``test`` split; test songs are never used for training
+(synthetic test songs come from other seeds, recorded test tracks are whole held-out files).
+"""
+
+import json
+import os
+from pathlib import Path
+
+from keras_lincae.synth import fluidsynth_available, make_synthetic_dataset
+
+RECORDED_SOURCES = ("/usr/share/scummvm/drascula/audio", "/usr/share/planetblupi/music")
+MANIFEST_NAME = "music_dataset.json"
+TEST_EVERY = 5  # every 5th recorded track (sorted by path) is held out
+
+
+def default_music_dataset_dir():
+    """``$KERAS_LINCAE_CACHE/music_v1`` (default ``~/.cache/keras_lincae/music_v1``)."""
+    cache = os.environ.get("KERAS_LINCAE_CACHE", os.path.join("~", ".cache", "keras_lincae"))
+    return Path(cache).expanduser() / "music_v1"
+
+
+def recorded_tracks(sources=RECORDED_SOURCES):
+    """Sorted `.ogg` tracks found in the Debian game-music folders (may be empty)."""
+    tracks = []
+    for folder in sources:
+        if os.path.isdir(folder):
+            tracks += [os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(".ogg")]
+    return sorted(tracks)
+
+
+def split_recorded(tracks, test_every=TEST_EVERY):
+    """`(train, test)`: every `test_every`-th track (from the first) is held out."""
+    test = tracks[::test_every]
+    return [t for t in tracks if t not in test], test
+
+
+def _link_tracks(folder, tracks):
+    folder.mkdir(parents=True, exist_ok=True)
+    for track in tracks:
+        name = f"{Path(track).parent.name}_{Path(track).name}"
+        link = folder / name
+        if not link.exists():
+            tmp = folder / f".{name}.tmp"
+            if tmp.is_symlink():
+                tmp.unlink()
+            tmp.symlink_to(track)
+            os.replace(tmp, link)
+
+
+def make_music_dataset(root=None, num_songs=16, num_test_songs=4, seconds=10.0, seed=0,
+                       require_all=True):
+    """Build the collection under ``root`` (idempotent) and return ``{kind: {split: folder}}``.
+
+    ``require_all``: raise if fluidsynth or the recorded tracks are missing (the shipped presets
+    need all three kinds); ``False`` builds whatever is available.
+    """
+    root = Path(root).expanduser() if root is not None else default_music_dataset_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    have_fluidsynth = fluidsynth_available() is not None
+    tracks = recorded_tracks()
+    if require_all and (not have_fluidsynth or not tracks):
+        raise RuntimeError(
+            "the music collection needs fluidsynth, a General MIDI soundfont and Debian's game music: "
+            "apt-get install fluidsynth fluid-soundfont-gm drascula-music planetblupi-music-ogg "
+            "(or pass require_all=False / --partial to build what is available)")
+    kinds = {}
+    args = dict(num_songs=num_songs, num_test_songs=num_test_songs, seconds=seconds, seed=seed)
+    kinds["synth_numpy"] = make_synthetic_dataset(root / "synth_numpy", renderer="numpy", **args)
+    if have_fluidsynth:
+        kinds["synth_fluidsynth"] = make_synthetic_dataset(
+            root / "synth_fluidsynth", renderer="fluidsynth", **dict(args, seed=seed + 1))
+    if tracks:
+        train, test = split_recorded(tracks)
+        _link_tracks(root / "recorded" / "train", train)
+        _link_tracks(root / "recorded" / "test", test)
+        kinds["recorded"] = root / "recorded"
+    folders = {kind: {split: str(path / split) for split in ("train", "test")} for kind, path in kinds.items()}
+    manifest = dict(folders=folders, seed=seed, num_songs=num_songs, num_test_songs=num_test_songs,
+                    seconds=seconds, recorded_test_every=TEST_EVERY)
+    tmp = root / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, root / MANIFEST_NAME)
+    return folders
