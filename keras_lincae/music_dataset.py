@@ -7,7 +7,10 @@ Three kinds of music that exist on a machine without internet:
 - ``synth_fluidsynth``: the same generated scores rendered by fluidsynth with the Debian
   General MIDI soundfont (`apt-get install fluidsynth fluid-soundfont-gm`), with stems;
 - ``recorded``: recorded game music shipped by Debian (`apt-get install drascula-music
-  planetblupi-music-ogg`), linked into ``recorded/train`` and ``recorded/test``.
+  planetblupi-music-ogg`), linked into ``recorded/train`` and ``recorded/test``;
+- ``recorded_mixes`` (test only): MUSDB-style songs made of two held-out recorded tracks,
+  ``lead`` + ``backing`` = ``mixture``, so that additivity and separation by subtraction can be
+  scored on recorded music (`recipes/evaluate.py --target lead`).
 
 Every kind has a ``train`` and a ``test`` split; test songs are never used for training
 (synthetic test songs come from other seeds, recorded test tracks are whole held-out files).
@@ -58,6 +61,35 @@ def _link_tracks(folder, tracks):
             os.replace(tmp, link)
 
 
+def _write_recorded_mixes(folder, tracks, seconds, sample_rate=44100, offset_seconds=20.0):
+    """Pair held-out track i with track i+1 into ``folder/mix_XXX/{mixture,lead,backing}.wav``."""
+    import numpy as np
+    import soundfile as sf
+
+    from keras_lincae.data import load_audio
+
+    n = int(round(seconds * sample_rate))
+    segments = []
+    for track in tracks:
+        audio = load_audio(track, sample_rate=sample_rate, mono=True)[0]
+        if audio.shape[-1] < n:
+            continue
+        start = min(int(offset_seconds * sample_rate), audio.shape[-1] - n)
+        segment = audio[start:start + n].astype(np.float64)
+        segments.append(segment / max(np.sqrt(np.mean(segment**2)), 1e-6) * 0.1)  # -20 dBFS
+    for index in range(len(segments) if len(segments) > 2 else len(segments) - 1):
+        lead, backing = segments[index], segments[(index + 1) % len(segments)]
+        scale = 0.9 / max(np.max(np.abs(lead + backing)), 1e-9)
+        song = folder / f"mix_{index:03d}"
+        song.mkdir(parents=True, exist_ok=True)
+        stems = {"lead": (lead * scale).astype(np.float32), "backing": (backing * scale).astype(np.float32)}
+        stems["mixture"] = stems["lead"] + stems["backing"]
+        for name, audio in stems.items():
+            tmp = song / f".{name}.tmp.wav"
+            sf.write(str(tmp), audio, sample_rate, subtype="FLOAT")
+            os.replace(tmp, song / f"{name}.wav")
+
+
 def make_music_dataset(root=None, num_songs=16, num_test_songs=4, seconds=10.0, seed=0,
                        require_all=True):
     """Build the collection under ``root`` (idempotent) and return ``{kind: {split: folder}}``.
@@ -85,7 +117,12 @@ def make_music_dataset(root=None, num_songs=16, num_test_songs=4, seconds=10.0, 
         _link_tracks(root / "recorded" / "train", train)
         _link_tracks(root / "recorded" / "test", test)
         kinds["recorded"] = root / "recorded"
+        mixes = root / "recorded_mixes" / "test"
+        if not mixes.is_dir():
+            _write_recorded_mixes(mixes, test, seconds)
     folders = {kind: {split: str(path / split) for split in ("train", "test")} for kind, path in kinds.items()}
+    if tracks:
+        folders["recorded_mixes"] = {"test": str(root / "recorded_mixes" / "test")}
     manifest = dict(folders=folders, seed=seed, num_songs=num_songs, num_test_songs=num_test_songs,
                     seconds=seconds, recorded_test_every=TEST_EVERY)
     tmp = root / f".{MANIFEST_NAME}.tmp"

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import keras
 
@@ -29,22 +30,59 @@ def _write_json(path, data):
         f.write("\n")
 
 
+def _pause(stage):
+    """Test hook: `KERAS_LINCAE_PRESET_PAUSE=<stage>:<seconds>` sleeps at that stage of a save."""
+    hook = os.environ.get("KERAS_LINCAE_PRESET_PAUSE", "")
+    if hook.partition(":")[0] == stage:
+        time.sleep(float(hook.partition(":")[2] or 0))
+
+
+def _siblings(preset_dir, kind):
+    parent, base = os.path.split(preset_dir)
+    prefix = f".{base}.{kind}-"
+    return [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(prefix)] if os.path.isdir(parent) else []
+
+
+def recover_preset(preset_dir):
+    """Finish a save that was killed between its two renames: put the previous preset back.
+
+    A save moves the old preset to `.<name>.old-*/preset` and then renames the finished
+    staging folder into place; if `preset_dir` is missing but such a backup exists, the backup
+    is restored. Returns True when something was restored.
+    """
+    preset_dir = os.path.abspath(preset_dir)
+    if os.path.exists(preset_dir):
+        return False
+    for backup in sorted(_siblings(preset_dir, "old"), key=os.path.getmtime, reverse=True):
+        if _is_preset_dir(os.path.join(backup, "preset")):
+            os.rename(os.path.join(backup, "preset"), preset_dir)
+            shutil.rmtree(backup, ignore_errors=True)
+            return True
+    return False
+
+
 def save_preset(model, preset_dir, **metadata):
     """Write `model` as a preset directory atomically.
 
-    Files are written into a temporary sibling directory, then swapped in with
-    renames: an interrupted save leaves either the previous preset or the new
-    one, never a mix.
+    Files are written into a staging sibling `.<name>.staging-*`, then swapped in with two
+    renames (old preset -> `.<name>.old-*/preset`, staging -> `preset_dir`). A process
+    killed at any point leaves the previous preset or the new one: a kill between the
+    renames is repaired by `recover_preset`, which every load and save runs first.
+    Staging folders of killed saves are removed by the next save to the same place.
     """
     from keras_lincae import __version__
 
     preset_dir = os.path.abspath(preset_dir)
-    parent = os.path.dirname(preset_dir)
+    parent, base = os.path.split(preset_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+    recover_preset(preset_dir)
+    for stale in _siblings(preset_dir, "staging") + _siblings(preset_dir, "old"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = tempfile.mkdtemp(prefix=f".{base}.staging-", dir=parent)
     try:
         _write_json(os.path.join(staging, CONFIG_FILE), keras.saving.serialize_keras_object(model))
         model.save_weights(os.path.join(staging, WEIGHTS_FILE))
+        _pause("staged_weights")
         info = dict(
             format_version=FORMAT_VERSION,
             keras_lincae_version=__version__,
@@ -60,8 +98,9 @@ def save_preset(model, preset_dir, **metadata):
         _write_json(os.path.join(staging, METADATA_FILE), info)
         old = None
         if os.path.exists(preset_dir):
-            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
+            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
             os.rename(preset_dir, os.path.join(old, "preset"))
+        _pause("between_renames")
         os.rename(staging, preset_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -135,6 +174,7 @@ def resolve_preset(source, load_weights=True):
     source = os.fspath(source)
     if source.startswith("hf://"):
         return _download_hf(source)
+    recover_preset(source)  # a save killed between its renames left the previous preset aside
     if os.path.isdir(source):
         return source
     shipped = os.path.join(REPO_PRESETS_DIR, source)

@@ -68,6 +68,49 @@ def test_overwrite_replaces_atomically(tmp_path):
     assert os.listdir(tmp_path) == ["p"]  # no staging or backup directories left behind
 
 
+_SAVE_SECOND = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import randomize_weights
+from keras_lincae import LinCAE
+randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=2).save_to_preset({path!r})
+"""
+
+
+@pytest.mark.parametrize("stage", ["staged_weights", "between_renames"])
+def test_killed_save_leaves_previous_preset_intact(tmp_path, stage):
+    """kill -9 a process in the middle of `save_to_preset` over an existing preset: the
+    previous preset still loads with its own weights, and the next save cleans up."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    first = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=1)
+    path = str(tmp_path / "p")
+    first.save_to_preset(path)
+    env = dict(os.environ, KERAS_LINCAE_PRESET_PAUSE=f"{stage}:120")
+    code = _SAVE_SECOND.format(tests=os.path.dirname(os.path.abspath(__file__)), path=path)
+    child = subprocess.Popen([sys.executable, "-c", code], env=env)
+    marker = {"staged_weights": f"{tmp_path}/.p.staging-*/{WEIGHTS_FILE}", "between_renames": f"{tmp_path}/.p.old-*/preset"}[stage]
+    deadline = time.time() + 300
+    while not glob.glob(marker):
+        assert child.poll() is None, "the saving process ended before reaching the pause"
+        assert time.time() < deadline, "the saving process never reached the pause"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert (os.path.isdir(path)) == (stage != "between_renames")  # the window the recovery repairs
+    audio = music_like(9000, seed=2)
+    np.testing.assert_array_equal(to_numpy(LinCAE.from_preset(path).encode(audio)), to_numpy(first.encode(audio)))
+    second = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=2)
+    second.save_to_preset(path)
+    np.testing.assert_array_equal(to_numpy(LinCAE.from_preset(path).encode(audio)), to_numpy(second.encode(audio)))
+    assert os.listdir(tmp_path) == ["p"]
+
+
 def test_corrupt_and_truncated_weights(tmp_path):
     model = LinCAE.from_preset("lin_cae_tiny", load_weights=False)
     path = model.save_to_preset(str(tmp_path / "p"))
