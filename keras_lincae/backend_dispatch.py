@@ -3,6 +3,12 @@
 import keras
 
 
+def prefers_channels_first_conv():
+    """True on torch, whose convolutions copy channels-last inputs to channels-first and back;
+    a channels-first *view* of channels-last memory is convolved without copies."""
+    return keras.backend.backend() == "torch"
+
+
 def compile_inference_function(model, fn):
     """Compile `fn(*tensors)` that reads `model`'s variables: `jax.jit` (stateless),
     `tf.function`, or `torch.no_grad` eager on torch. Returns a callable with the same signature."""
