@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -105,6 +107,8 @@ def main(argv=None, models=None):
                   seed=args.seed, presets=list(args.preset))
     results = E.make_results(rows, clips, skipped, config, metrics=args.metrics)
     paths = E.write_results(results, args.out)
+    command = " ".join(["python recipes/evaluate.py", *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])
+    (Path(args.out) / "command.txt").write_text(f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND', 'jax')} {command}\n")
     print(E.format_markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return results

@@ -1,0 +1,142 @@
+"""Copy a trained run's preset into `saved_models/<name>` and write its model card.
+
+    python recipes/ship_preset.py RUN_DIR NAME --eval LABEL=EVAL_DIR [--eval ...] \
+        [--hardware TEXT] [--notes FILE]
+
+RUN_DIR is a `recipes/train.py` run (its final EMA preset in RUN_DIR/preset, its config in
+RUN_DIR/config.yaml); each EVAL_DIR is a `recipes/evaluate.py --out` folder whose
+`results.md` goes into the card under LABEL, with the command that produced it
+(`EVAL_DIR/command.txt` when present). The preset is re-saved atomically with provenance
+metadata (name, training config, steps, wall time, hardware).
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import math
+import os
+import platform
+import sys
+
+if __package__ in (None, ""):  # run as a script from a checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _wall_time_hours(run_dir, preset_dir):
+    """Hours from the run's first TensorBoard event file to the final preset's metadata date."""
+    events = sorted(glob.glob(os.path.join(run_dir, "logs", "**", "events.out.tfevents.*"), recursive=True))
+    with open(os.path.join(preset_dir, "metadata.json")) as f:
+        end = datetime.datetime.fromisoformat(json.load(f)["date"]).timestamp()
+    start = min(float(os.path.basename(e).split(".")[3]) for e in events) if events else None
+    return None if start is None else (end - start) / 3600.0
+
+
+def _card(name, model, config, meta, evals, notes):
+    from keras_lincae import presets
+
+    spec = presets.BUILTIN_PRESETS.get(name, {})
+    trainable = int(sum(math.prod(w.shape) for w in model.trainable_weights))
+    data = config.get("data") or []
+    weights = config.get("data_weights") or [1.0] * len(data)
+    lines = [
+        f"# {name}",
+        "",
+        spec.get("description", ""),
+        "",
+        "```python",
+        "from keras_lincae import LinCAE",
+        f'model = LinCAE.from_preset("{name}")   # offline: weights ship in saved_models/{name}',
+        "latents = model.encode(audio)              # (batch, samples) at 44.1 kHz -> (batch, frames, 64)",
+        "audio_hat = model.decode(latents, seed=0)",
+        "```",
+        "",
+        "## Model",
+        f"- Training mode: `{model.mode}`"
+        + (" (Lin-CAE: artificial mixtures with latent additivity, random gains annealed from [0, 3] to [1, 1])"
+           if model.mode == "lin_cae" else " (Music2Latent baseline: mix-it and scale augmentation, no latent terms)"),
+        f"- Trainable parameters: {trainable:,}; latents: {model.latent_channels} channels per "
+        f"{model.time_downsampling * model.hop_size} samples (64x compression), scale factor {model.scale_factor:g}",
+        "- Architecture (`keras_lincae.presets.SMALL_ARCHITECTURE`, the official structure with fewer "
+        "channels/layers): " + ", ".join(f"`{k}={v}`" for k, v in presets.SMALL_ARCHITECTURE.items()),
+        "",
+        "## Training",
+        f"- Recipe: `KERAS_BACKEND=jax python recipes/train.py --config {meta['config_name']} --out runs/{name}` "
+        f"(after `python recipes/make_dataset.py`)",
+        f"- {config['steps']} optimizer steps, batch {config['batch_size']} clips of {config['clip_frames']} "
+        f"spectrogram frames ({(config['clip_frames'] * 512 + 1536) / 44100:.2f} s), seed {config['seed']}; "
+        f"RAdam lr {config['learning_rate']:g} ({config['warmup_steps']} warm-up steps, cosine to "
+        f"{config['final_learning_rate']:g}); EMA {config['ema_momentum']} every {config['ema_every']} steps "
+        "(weights shipped: EMA)",
+        "- Data (mono clips, each channel of the stereo recordings a separate example; MUSDB-style "
+        "songs contribute their mixture and stems):",
+    ]
+    for folder, weight in zip(data, weights):
+        lines.append(f"  - `{folder}` (sampling weight {weight})")
+    lines += [
+        "  Held out, never trained on: the `test` split of each (synthetic songs from other seeds, "
+        "every 5th recorded track), see `keras_lincae/music_dataset.py`.",
+        f"- Hardware: {meta['hardware']}",
+        f"- Wall time: {meta['wall_time_hours']:.2f} h" if meta.get("wall_time_hours") else "- Wall time: unknown",
+        "",
+        "## Evaluation (held-out music; 1-step decoding, seed 0; mean ± 95% CI over clips)",
+        "",
+    ]
+    for label, folder in evals:
+        with open(os.path.join(folder, "results.md")) as f:
+            table = f.read().strip()
+        if table.startswith("# "):  # the results file's own title
+            table = table.split("\n", 1)[1].strip()
+        lines += [f"### {label}", ""]
+        command = os.path.join(folder, "command.txt")
+        if os.path.isfile(command):
+            with open(command) as f:
+                lines += ["```bash", f.read().strip(), "```", ""]
+        lines += [table, ""]
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("name")
+    parser.add_argument("--eval", action="append", default=[], metavar="LABEL=EVAL_DIR")
+    parser.add_argument("--config-name", default=None, help="recipe config name shown in the card")
+    parser.add_argument("--hardware", default=f"CPU ({platform.machine()}, {os.cpu_count()} cores)")
+    parser.add_argument("--notes", default=None, help="Markdown file appended to the card")
+    parser.add_argument("--out", default=None, help="default saved_models/NAME in this checkout")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    from keras_lincae import LinCAE
+
+    preset_dir = os.path.join(args.run_dir, "preset")
+    with open(os.path.join(args.run_dir, "config.yaml")) as f:
+        config = yaml.safe_load(f)
+    out = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", args.name)
+    meta = dict(
+        name=args.name,
+        config_name=args.config_name or args.name,
+        hardware=args.hardware,
+        wall_time_hours=_wall_time_hours(args.run_dir, preset_dir),
+        training_steps=int(config["steps"]),
+        training_data=config.get("data"),
+        training_mode=config.get("model", {}).get("mode"),
+    )
+    model = LinCAE.from_preset(preset_dir)
+    model.save_to_preset(out, provenance=meta)
+    evals = [tuple(item.split("=", 1)) for item in args.eval]
+    notes = open(args.notes).read() if args.notes else ""
+    card = _card(args.name, model, config, meta, evals, notes)
+    tmp = os.path.join(out, ".README.md.tmp")
+    with open(tmp, "w") as f:
+        f.write(card)
+    os.replace(tmp, os.path.join(out, "README.md"))
+    print(f"{out}: preset + README.md ({os.path.getsize(os.path.join(out, 'model.weights.h5')) / 1e6:.1f} MB weights)")
+
+
+if __name__ == "__main__":
+    main()
