@@ -108,20 +108,20 @@ class PaddedConv(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        channels_first = prefers_channels_first_conv()
-        if (channels_first or not self._native_same) and any(self.padding):
+        if not self._native_same and any(self.padding):
             pads = [(0, 0)] + [(p, p) for p in self.padding] + [(0, 0)]
             x = ops.pad(x, pads, mode=PADDING_MODES[self.padding_mode])
-        if not channels_first:
+        if not prefers_channels_first_conv():
             return self.conv(x)
         # Convolve a channels-first view of the channels-last tensor: the backend's conv
-        # then reads the memory as it is, instead of copying it to and from channels-first.
+        # then reads the memory as it is, instead of copying it to and from channels-first
+        # (and pads "same" inside the convolution).
         rank = len(self.kernel_size)
         y = ops.conv(
             ops.transpose(x, (0, rank + 1, *range(1, rank + 1))),
             ops.cast(self.conv.kernel, self.compute_dtype),
             strides=self.strides,
-            padding="valid",
+            padding="same" if self._native_same else "valid",
             data_format="channels_first",
         )
         return ops.transpose(y, (0, *range(2, rank + 2), 1)) + ops.cast(self.conv.bias, self.compute_dtype)
