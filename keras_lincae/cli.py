@@ -27,7 +27,7 @@ import tempfile
 import numpy as np
 
 PROG = "lincae"
-DEFAULT_PRESET = "lin_cae_tiny"
+DEFAULT_PRESET = "lin_cae_small"  # shipped trained weights (saved_models/lin_cae_small)
 AUDIO_OUTPUTS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
 LATENT_SUFFIX = ".npz"
 

@@ -20,7 +20,8 @@ ENCODE_FAST = ["--chunk-seconds", "0.2", "--batch-size", "4"]
 
 @pytest.fixture
 def model(tiny_model, monkeypatch):
-    """Make `--preset lin_cae_tiny` use the shared randomised tiny model (outputs depend on latents)."""
+    """Make the default preset the shared randomised tiny model (fast; outputs depend on latents)."""
+    monkeypatch.setattr(cli, "DEFAULT_PRESET", "lin_cae_tiny")
     monkeypatch.setitem(cli._MODELS, "lin_cae_tiny", tiny_model)
     return tiny_model
 
