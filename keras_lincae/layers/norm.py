@@ -40,7 +40,8 @@ class GroupNorm(keras.layers.Layer):
                                (batch, 1, channels))
 
         mean = group_mean(ops.mean(flat, axis=1))
-        variance = group_mean(ops.mean(ops.square(flat - mean), axis=1))
+        centered = flat - mean
+        variance = group_mean(ops.mean(centered * centered, axis=1))
         scale = ops.cast(self.gamma, "float32") * ops.rsqrt(variance + self.epsilon)
         out = flat * scale + (ops.cast(self.beta, "float32") - mean * scale)
         return ops.cast(ops.reshape(out, shape), self.compute_dtype)
