@@ -20,7 +20,8 @@ import json
 import os
 from pathlib import Path
 
-from keras_lincae.synth import default_dataset_dir, fluidsynth_available, make_synthetic_dataset
+from keras_lincae.cache import cache_root
+from keras_lincae.synth import fluidsynth_available, make_synthetic_dataset
 
 RECORDED_SOURCES = ("/usr/share/scummvm/drascula/audio", "/usr/share/planetblupi/music")
 MANIFEST_NAME = "music_dataset.json"
@@ -29,7 +30,7 @@ TEST_EVERY = 5  # every 5th recorded track (sorted by path) is held out
 
 def default_music_dataset_dir():
     """``$KERAS_LINCAE_CACHE/music_v1`` (default ``~/.cache/keras_lincae/music_v1``)."""
-    return default_dataset_dir().parent / "music_v1"
+    return cache_root() / "music_v1"
 
 
 def recorded_tracks(sources=RECORDED_SOURCES):

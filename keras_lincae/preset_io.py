@@ -10,6 +10,7 @@ import time
 import keras
 
 from keras_lincae import presets
+from keras_lincae.cache import cache_root
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -20,8 +21,7 @@ REPO_PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 def cache_dir():
     """Where converted official presets are kept (`$KERAS_LINCAE_CACHE` or ~/.cache/keras_lincae)."""
-    root = os.environ.get("KERAS_LINCAE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "keras_lincae"))
-    return os.path.join(root, "presets")
+    return str(cache_root() / "presets")
 
 
 def _write_json(path, data):

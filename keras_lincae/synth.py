@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_lincae.cache import cache_root
+
 __all__ = [
     "STEMS",
     "DATASET_VERSION",
@@ -531,9 +533,7 @@ def make_synthetic_dataset(root, num_songs=8, seconds=6.0, seed=0, sample_rate=4
 def default_dataset_dir():
     """Cache folder of the default dataset: ``$KERAS_LINCAE_CACHE/synthetic_v1`` if that
     variable is set, else ``~/.cache/keras_lincae/synthetic_v1``."""
-    base = os.environ.get("KERAS_LINCAE_CACHE")
-    base = Path(base).expanduser() if base else Path.home() / ".cache" / "keras_lincae"
-    return base / f"synthetic_v{DATASET_VERSION}"
+    return cache_root() / f"synthetic_v{DATASET_VERSION}"
 
 
 def ensure_default_dataset(**kwargs):

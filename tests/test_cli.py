@@ -57,6 +57,9 @@ def test_autoencode_stereo_48k_round_trip(model, tmp_path, capsys):
     info = sf.info(out48)
     assert (info.samplerate, info.channels, info.frames) == (48_000, 2, 12_000)
     assert sorted(os.listdir(tmp_path)) == ["in.wav", "out.wav", "out48.flac"]  # no temporary files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~umask  # the usual mode, not mkstemp's 0600
 
 
 def test_encode_decode_matches_api(model, tmp_path, capsys):
