@@ -10,7 +10,8 @@ a spectrogram image beside each one:
 
 with the results table (``keras_lincae.evaluation``) on top. The page needs no network: media
 files are written next to ``index.html`` under relative paths (``media/``), or embedded as
-``data:`` URIs with ``embed=True`` (one self-contained file). Spectrograms are PNG files written
+``data:`` URIs with ``embed=True`` (one self-contained file). Audio is Ogg Vorbis by default
+(``audio_format="wav"`` for 16-bit PCM). Spectrograms are PNG files written
 with NumPy and zlib only. An inline script reports, in ``<pre id="load-status">``, whether every
 player and image loaded (the page test reads it in headless Chromium).
 """
@@ -33,7 +34,8 @@ __all__ = [
     "DEMO_GAINS",
     "encode_png",
     "spectrogram_image",
-    "wav_bytes",
+    "AUDIO_FORMATS",
+    "audio_bytes",
     "render_songs",
     "build_demo_page",
 ]
@@ -103,13 +105,23 @@ def spectrogram_image(audio, sample_rate=44100, width=SPEC_WIDTH, height=SPEC_HE
     return np.round(rgb).astype(np.uint8)
 
 
-def wav_bytes(audio, sample_rate) -> bytes:
-    """Mono float audio as 16-bit PCM WAV bytes (clipped to [-1, 1])."""
+# name: (soundfile format, subtype, MIME type, file extension)
+AUDIO_FORMATS = {
+    "ogg": ("OGG", "VORBIS", "audio/ogg", "ogg"),  # ~10x smaller; same samples when decoded
+    "wav": ("WAV", "PCM_16", "audio/wav", "wav"),  # lossless, plays everywhere
+}
+
+
+def audio_bytes(audio, sample_rate, audio_format="ogg") -> bytes:
+    """Mono float audio `(samples,)` as Ogg Vorbis or 16-bit WAV bytes (clipped to [-1, 1])."""
     import soundfile as sf
 
+    if audio_format not in AUDIO_FORMATS:
+        raise ValueError(f"unknown audio format {audio_format!r}; expected one of {sorted(AUDIO_FORMATS)}")
+    file_format, subtype = AUDIO_FORMATS[audio_format][:2]
     buf = io.BytesIO()
     x = np.clip(np.asarray(audio, np.float64).reshape(-1), -1.0, 1.0)
-    sf.write(buf, x, int(sample_rate), format="WAV", subtype="PCM_16")
+    sf.write(buf, x, int(sample_rate), format=file_format, subtype=subtype)
     return buf.getvalue()
 
 
@@ -258,8 +270,9 @@ def _slug(text):
 class _Media:
     """Writes media next to the page (relative ``media/`` paths) or embeds ``data:`` URIs."""
 
-    def __init__(self, out_dir, embed):
+    def __init__(self, out_dir, embed, audio_format):
         self.embed = embed
+        self.audio_format = audio_format
         self.dir = Path(out_dir) / "media"
         self.names = set()
         self.total_bytes = 0
@@ -281,18 +294,19 @@ class _Media:
 
 
 def _add_media(media, name, audio, sample_rate):
-    """Write (or embed) one clip's spectrogram and WAV: ``(img_src, wav_src, seconds)``."""
+    """Write (or embed) one clip's spectrogram and audio: ``(img_src, audio_src, seconds)``."""
     img = media.add(name, encode_png(spectrogram_image(audio, sample_rate)), "image/png", "png")
-    wav = media.add(name, wav_bytes(audio, sample_rate), "audio/wav", "wav")
-    return img, wav, len(audio) / sample_rate
+    mime, ext = AUDIO_FORMATS[media.audio_format][2:]
+    sound = media.add(name, audio_bytes(audio, sample_rate, media.audio_format), mime, ext)
+    return img, sound, len(audio) / sample_rate
 
 
 def _figure(srcs, caption):
-    img, wav, seconds = srcs
+    img, sound, seconds = srcs
     e = html.escape
     return (f'<figure><img src="{e(img)}" width="{SPEC_WIDTH}" height="{SPEC_HEIGHT}" '
             f'alt="spectrogram: {e(caption)}">'
-            f'<audio controls preload="metadata" src="{e(wav)}" data-duration="{seconds:.6f}">'
+            f'<audio controls preload="metadata" src="{e(sound)}" data-duration="{seconds:.6f}">'
             f'</audio><figcaption>{e(caption)}</figcaption></figure>')
 
 
@@ -315,7 +329,7 @@ def results_table_html(results):
 
 def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float] = DEMO_GAINS,
                     target="vocals", embed=False, title="Lin-CAE listening examples",
-                    progress=None):
+                    progress=None, audio_format="ogg"):
     """Write ``out_dir/index.html`` (and ``out_dir/media/`` unless ``embed``).
 
     Args:
@@ -326,6 +340,7 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
         gains: latent gains shown.
         target: the target stem's name (captions only).
         embed: bool, False. Embed media as ``data:`` URIs in one HTML file.
+        audio_format: "ogg" (Ogg Vorbis, default: a page ~10x smaller) or "wav" (16-bit PCM).
         progress: optional callable ``(info)`` called after each model's audio is decoded.
 
     Returns:
@@ -333,7 +348,9 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
     """
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
-    media = _Media(out_dir, embed)
+    if audio_format not in AUDIO_FORMATS:
+        raise ValueError(f"unknown audio format {audio_format!r}; expected one of {sorted(AUDIO_FORMATS)}")
+    media = _Media(out_dir, embed, audio_format)
     e = html.escape
     gains = [float(g) for g in gains]
     columns = ["Reconstruction", "Sum of the stems' latents", f"Separation: {target}"]

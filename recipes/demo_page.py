@@ -25,6 +25,8 @@ if __package__ in (None, ""):  # run as a script from a checkout
 
 
 def build_parser():
+    from keras_lincae.demo import AUDIO_FORMATS
+
     p = argparse.ArgumentParser(description="Build a static Lin-CAE listening page.")
     p.add_argument("--preset", action="append", required=True,
                    help="preset name or folder; repeat to compare several models")
@@ -46,6 +48,8 @@ def build_parser():
                         "default: evaluate the page's excerpts")
     p.add_argument("--embed", action="store_true",
                    help="embed media as data: URIs in a single index.html")
+    p.add_argument("--audio-format", choices=sorted(AUDIO_FORMATS), default="ogg",
+                   help="ogg (Vorbis, default: ~10x smaller page) or wav (16-bit PCM)")
     p.add_argument("--out", default="demo_page", help="output folder (default demo_page)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -106,7 +110,7 @@ def main(argv=None, models=None):
 
     bar = E.ProgressBar(len(compared), desc="demo page", enabled=not args.no_progress)
     index = D.build_demo_page(compared, clips, args.out, results=results, gains=gains,
-                              target=args.target, embed=args.embed,
+                              target=args.target, embed=args.embed, audio_format=args.audio_format,
                               progress=lambda info: bar.update(1, info))
     bar.close()
     sizes = D.page_summary(index)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from eval_helpers import MODELS, LinearStandIn, load_recipe, shared_tiny_setup
 from keras_lincae import demo as D
@@ -97,14 +98,16 @@ class _Sources(html.parser.HTMLParser):
                 self.urls.append((tag, name, value))
 
 
-def _check_loaded(status, n_audio, n_images, base=None):
+def _check_loaded(status, n_audio, n_images, base=None, duration_tolerance=2e-3):
+    """`duration_tolerance`: seconds; Chromium reports Ogg Vorbis durations up to one long
+    Vorbis block (2048 samples, 46 ms) long (decoders return the exact samples), WAV exactly."""
     assert status is not None and status["done"], "the page's load check did not finish"
     assert len(status["audio"]) == n_audio
     assert len(status["images"]) == n_images
     for a in status["audio"]:
         assert a["error"] is None, a
         assert a["readyState"] >= 1, a
-        assert a["duration"] == pytest.approx(a["expected"], abs=2e-3), a
+        assert a["duration"] == pytest.approx(a["expected"], abs=duration_tolerance), a
         assert a["expected"] == pytest.approx(EXCERPT_SECONDS, abs=1e-6), a
     for im in status["images"]:
         assert im["complete"] and im["naturalWidth"] == D.SPEC_WIDTH, im
@@ -148,13 +151,18 @@ def test_demo_page_loads_in_headless_chromium(built_page, tmp_path):
         assert not re.match(r"^[a-z]+://|^//", url)
         if url.startswith("media/"):
             assert (index.parent / url).is_file(), url
+    # Audio is Ogg Vorbis by default: the players point at .ogg files that decode to the excerpt.
+    players = [url for tag, _, url in parser.urls if tag == "audio"]
+    assert players and all(url.endswith(".ogg") for url in players)
+    decoded, rate = sf.read(index.parent / players[0])
+    assert rate == 44100 and len(decoded) == round(EXCERPT_SECONDS * rate)
     assert "http://" not in text and "https://" not in text
 
     with _Server(index.parent) as server:
         dom = _open_in_chromium(server.base + "index.html", tmp_path)
         requests = list(server.requests)
     status = D.dump_status(dom)
-    _check_loaded(status, n_players, n_players, base=server.base)
+    _check_loaded(status, n_players, n_players, base=server.base, duration_tolerance=0.047)
     assert "[loaded]" in dom and f"{n_players}/{n_players} players" in dom
     # The server saw only successful requests for the page and its media.
     assert requests and all(code in (200, 206, 304) for _, _, code in requests), requests
@@ -166,12 +174,13 @@ def test_embedded_page_is_one_file(built_page, tmp_path):
     _, data = built_page
     clips, _ = E.load_clips(data, clip_seconds=EXCERPT_SECONDS, max_songs=1)
     index = D.build_demo_page([("linear", LinearStandIn())], clips, tmp_path / "page",
-                              embed=True)
+                              embed=True, audio_format="wav")
     assert [p.name for p in (tmp_path / "page").iterdir()] == ["index.html"]
     parser = _Sources()
     parser.feed(index.read_text())
     assert len(parser.urls) == 1 + 2 * 12  # the favicon, 12 images and 12 players
     assert all(url.startswith("data:") for _, _, url in parser.urls)
+    assert all(url.startswith("data:audio/wav;base64,") for tag, _, url in parser.urls if tag == "audio")
     dom = _open_in_chromium(index.as_uri(), tmp_path)
     _check_loaded(D.dump_status(dom), 12, 12)
 
@@ -203,3 +212,15 @@ def test_spectrogram_levels_follow_gain():
     # The 440 Hz row is the brightest, away from the top (high) and bottom (low) edges.
     row = int(np.argmax(loud.astype(int).sum(axis=(1, 2))))
     assert 0.2 * D.SPEC_HEIGHT < row < 0.8 * D.SPEC_HEIGHT
+
+
+def test_audio_formats_round_trip_and_unknown_format_is_named():
+    t = np.arange(4410) / 44100
+    x = 0.5 * np.sin(2 * np.pi * 440 * t)
+    for name in ("ogg", "wav"):
+        decoded, rate = sf.read(D.io.BytesIO(D.audio_bytes(x, 44100, name)))
+        assert rate == 44100 and len(decoded) == len(x)
+        assert np.sqrt(np.mean((decoded - x) ** 2)) < 0.02, name  # lossy Vorbis stays close
+    assert len(D.audio_bytes(x, 44100, "ogg")) < len(D.audio_bytes(x, 44100, "wav")) / 2
+    with pytest.raises(ValueError, match="unknown audio format 'mp4'"):
+        D.audio_bytes(x, 44100, "mp4")
