@@ -32,6 +32,24 @@ def _wall_time_hours(run_dir, preset_dir):
     return None if start is None else (end - start) / 3600.0
 
 
+def _without_ema_shadows(model):
+    """A copy of `model` without its EMA shadow variables (its live weights are already the EMA
+    ones in a run's final preset), so the shipped weights file is half the size."""
+    from keras_lincae import LinCAE
+
+    copy = LinCAE.from_config(dict(model.get_config(), ema_momentum=None))
+    copy.build()
+    shadows = {id(w) for w in model.ema_weights}
+    sources = [w for w in model.weights if id(w) not in shadows]
+    if len(sources) != len(copy.weights):
+        raise RuntimeError(f"{len(sources)} weights to copy but the copy has {len(copy.weights)}")
+    for target, source in zip(copy.weights, sources):
+        if tuple(target.shape) != tuple(source.shape):
+            raise RuntimeError(f"shape mismatch copying {source.path} -> {target.path}")
+        target.assign(source)
+    return copy
+
+
 def _card(name, model, config, meta, evals, notes):
     from keras_lincae import presets
 
@@ -67,7 +85,7 @@ def _card(name, model, config, meta, evals, notes):
         f"spectrogram frames ({(config['clip_frames'] * 512 + 1536) / 44100:.2f} s), seed {config['seed']}; "
         f"RAdam lr {config['learning_rate']:g} ({config['warmup_steps']} warm-up steps, cosine to "
         f"{config['final_learning_rate']:g}); EMA {config['ema_momentum']} every {config['ema_every']} steps "
-        "(weights shipped: EMA)",
+        "(weights shipped: the EMA weights, without the training-time shadow copies)",
         "- Data (mono clips, each channel of the stereo recordings a separate example; MUSDB-style "
         "songs contribute their mixture and stems):",
     ]
@@ -126,7 +144,7 @@ def main(argv=None):
         training_data=config.get("data"),
         training_mode=config.get("model", {}).get("mode"),
     )
-    model = LinCAE.from_preset(preset_dir)
+    model = _without_ema_shadows(LinCAE.from_preset(preset_dir))
     model.save_to_preset(out, provenance=meta)
     evals = [tuple(item.split("=", 1)) for item in args.eval]
     notes = open(args.notes).read() if args.notes else ""
