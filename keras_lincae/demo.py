@@ -107,7 +107,7 @@ def spectrogram_image(audio, sample_rate=44100, width=SPEC_WIDTH, height=SPEC_HE
 
 # name: (soundfile format, subtype, MIME type, file extension)
 AUDIO_FORMATS = {
-    "ogg": ("OGG", "VORBIS", "audio/ogg", "ogg"),  # ~10x smaller; same samples when decoded
+    "ogg": ("OGG", "VORBIS", "audio/ogg", "ogg"),  # ~10x smaller; browsers may show up to ~0.1 s more
     "wav": ("WAV", "PCM_16", "audio/wav", "wav"),  # lossless, plays everywhere
 }
 
