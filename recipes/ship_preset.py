@@ -24,12 +24,21 @@ if __package__ in (None, ""):  # run as a script from a checkout
 
 
 def _wall_time_hours(run_dir, preset_dir):
-    """Hours from the run's first TensorBoard event file to the final preset's metadata date."""
-    events = sorted(glob.glob(os.path.join(run_dir, "logs", "**", "events.out.tfevents.*"), recursive=True))
+    """Hours the run trained: the sum over its sessions (a resumed run writes one TensorBoard
+    event file per session), each from its file's creation stamp to its last write; the last
+    session ends at the final preset's date. Pauses between sessions are not counted."""
+    events = sorted(glob.glob(os.path.join(run_dir, "logs", "**", "events.out.tfevents.*"), recursive=True),
+                    key=lambda e: float(os.path.basename(e).split(".")[3]))
+    if not events:
+        return None
     with open(os.path.join(preset_dir, "metadata.json")) as f:
         end = datetime.datetime.fromisoformat(json.load(f)["date"]).timestamp()
-    start = min(float(os.path.basename(e).split(".")[3]) for e in events) if events else None
-    return None if start is None else (end - start) / 3600.0
+    seconds = 0.0
+    for i, event in enumerate(events):
+        start = float(os.path.basename(event).split(".")[3])
+        stop = max(os.path.getmtime(event), end) if i == len(events) - 1 else os.path.getmtime(event)
+        seconds += max(stop - start, 0.0)
+    return seconds / 3600.0
 
 
 def _without_ema_shadows(model):
