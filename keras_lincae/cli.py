@@ -26,6 +26,8 @@ import tempfile
 
 import numpy as np
 
+from keras_lincae.fs import give_usual_mode
+
 PROG = "lincae"
 DEFAULT_PRESET = "lin_cae_small"  # shipped trained weights (saved_models/lin_cae_small)
 AUDIO_OUTPUTS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
@@ -184,11 +186,9 @@ def _atomic_write(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
+        give_usual_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

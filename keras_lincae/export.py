@@ -36,6 +36,8 @@ import tempfile
 
 import keras
 
+from keras_lincae.fs import give_usual_mode
+
 EXPORT_INFO_FILE = "lincae_export.json"
 ENDPOINTS = ("encode", "decode", "autoencode", "separate", "serving_default")
 _ERROR_TYPES = {
@@ -152,9 +154,7 @@ def export_saved_model(preset, out_dir, name="lincae", version=1, steps=1, overw
     model_dir = os.path.dirname(version_dir)
     os.makedirs(model_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would hide the model from a server user
+    give_usual_mode(staging)  # mkdtemp's 0700 would hide the model from a server user
     old = None
     try:
         archive.write_out(staging, options=_save_options(), verbose=False)

@@ -11,6 +11,7 @@ import keras
 
 from keras_lincae import presets
 from keras_lincae.cache import cache_root
+from keras_lincae.fs import give_usual_mode
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -79,6 +80,7 @@ def save_preset(model, preset_dir, **metadata):
     for stale in _siblings(preset_dir, "staging") + _siblings(preset_dir, "old"):
         shutil.rmtree(stale, ignore_errors=True)
     staging = tempfile.mkdtemp(prefix=f".{base}.staging-", dir=parent)
+    give_usual_mode(staging)
     try:
         _write_json(os.path.join(staging, CONFIG_FILE), keras.saving.serialize_keras_object(model))
         model.save_weights(os.path.join(staging, WEIGHTS_FILE))

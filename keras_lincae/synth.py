@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_lincae.cache import cache_root
+from keras_lincae.fs import give_usual_mode
 
 __all__ = [
     "STEMS",
@@ -496,6 +497,7 @@ def make_synthetic_dataset(root, num_songs=8, seconds=6.0, seed=0, sample_rate=4
 
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    give_usual_mode(tmp)
     try:
         songs = {}
         for split, count in (("train", num_songs), ("test", num_test_songs)):

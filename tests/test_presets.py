@@ -42,6 +42,9 @@ def test_save_load_round_trip(tmp_path):
     model = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=3)
     path = model.save_to_preset(str(tmp_path / "p"), training_mode="lin_cae")
     assert sorted(os.listdir(path)) == sorted([CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o777 & ~umask  # not the staging folder's 0700
     import json
 
     metadata = json.load(open(os.path.join(path, METADATA_FILE)))
