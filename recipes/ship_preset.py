@@ -89,8 +89,11 @@ def _card(name, model, config, meta, evals, notes):
         "",
         "## Training",
         f"- Recipe: `KERAS_BACKEND=jax python recipes/train.py --config {meta['config_name']} --out runs/{name}` "
-        f"(after `python recipes/make_dataset.py`)",
-        f"- {config['steps']} optimizer steps, batch {config['batch_size']} clips of {config['clip_frames']} "
+        f"(after `python recipes/make_dataset.py`)"
+        + ("" if meta["training_steps"] == config["steps"] else
+           f"; this preset was continued in resumed segments to step {meta['training_steps']} "
+           "(exact commands in docs/training.md)"),
+        f"- {meta['training_steps']} optimizer steps, batch {config['batch_size']} clips of {config['clip_frames']} "
         f"spectrogram frames ({(config['clip_frames'] * 512 + 1536) / 44100:.2f} s), seed {config['seed']}; "
         f"RAdam lr {config['learning_rate']:g} ({config['warmup_steps']} warm-up steps, cosine to "
         f"{config['final_learning_rate']:g}); EMA {config['ema_momentum']} every {config['ema_every']} steps "
@@ -138,22 +141,26 @@ def main(argv=None):
 
     import yaml
 
+    from keras import ops
+
     from keras_lincae import LinCAE
 
     preset_dir = os.path.join(args.run_dir, "preset")
     with open(os.path.join(args.run_dir, "config.yaml")) as f:
         config = yaml.safe_load(f)
     out = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", args.name)
+    trained = LinCAE.from_preset(preset_dir)
     meta = dict(
         name=args.name,
         config_name=args.config_name or args.name,
         hardware=args.hardware,
         wall_time_hours=_wall_time_hours(args.run_dir, preset_dir),
-        training_steps=int(config["steps"]),
+        # the model's own step counter: a resumed run may have changed `steps` on its way
+        training_steps=int(ops.convert_to_numpy(trained.training_step)),
         training_data=config.get("data"),
         training_mode=config.get("model", {}).get("mode"),
     )
-    model = _without_ema_shadows(LinCAE.from_preset(preset_dir))
+    model = _without_ema_shadows(trained)
     model.save_to_preset(out, provenance=meta)
     evals = [tuple(item.split("=", 1)) for item in args.eval]
     notes = open(args.notes).read() if args.notes else ""
