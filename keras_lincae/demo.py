@@ -112,13 +112,18 @@ AUDIO_FORMATS = {
 }
 
 
+def _audio_format_spec(audio_format):
+    """The `AUDIO_FORMATS` entry of `audio_format`, or a ValueError naming the choices."""
+    if audio_format not in AUDIO_FORMATS:
+        raise ValueError(f"unknown audio format {audio_format!r}; expected one of {sorted(AUDIO_FORMATS)}")
+    return AUDIO_FORMATS[audio_format]
+
+
 def audio_bytes(audio, sample_rate, audio_format="ogg") -> bytes:
     """Mono float audio `(samples,)` as Ogg Vorbis or 16-bit WAV bytes (clipped to [-1, 1])."""
     import soundfile as sf
 
-    if audio_format not in AUDIO_FORMATS:
-        raise ValueError(f"unknown audio format {audio_format!r}; expected one of {sorted(AUDIO_FORMATS)}")
-    file_format, subtype = AUDIO_FORMATS[audio_format][:2]
+    file_format, subtype = _audio_format_spec(audio_format)[:2]
     buf = io.BytesIO()
     x = np.clip(np.asarray(audio, np.float64).reshape(-1), -1.0, 1.0)
     sf.write(buf, x, int(sample_rate), format=file_format, subtype=subtype)
@@ -348,8 +353,7 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
     """
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if audio_format not in AUDIO_FORMATS:
-        raise ValueError(f"unknown audio format {audio_format!r}; expected one of {sorted(AUDIO_FORMATS)}")
+    _audio_format_spec(audio_format)  # fail before any audio is rendered
     media = _Media(out_dir, embed, audio_format)
     e = html.escape
     gains = [float(g) for g in gains]

@@ -27,16 +27,15 @@ def _wall_time_hours(run_dir, preset_dir):
     """Hours the run trained: the sum over its sessions (a resumed run writes one TensorBoard
     event file per session), each from its file's creation stamp to its last write; the last
     session ends at the final preset's date. Pauses between sessions are not counted."""
-    events = sorted(glob.glob(os.path.join(run_dir, "logs", "**", "events.out.tfevents.*"), recursive=True),
-                    key=lambda e: float(os.path.basename(e).split(".")[3]))
-    if not events:
+    paths = glob.glob(os.path.join(run_dir, "logs", "**", "events.out.tfevents.*"), recursive=True)
+    if not paths:
         return None
+    sessions = sorted((float(os.path.basename(p).split(".")[3]), p) for p in paths)  # (start, file)
     with open(os.path.join(preset_dir, "metadata.json")) as f:
         end = datetime.datetime.fromisoformat(json.load(f)["date"]).timestamp()
     seconds = 0.0
-    for i, event in enumerate(events):
-        start = float(os.path.basename(event).split(".")[3])
-        stop = max(os.path.getmtime(event), end) if i == len(events) - 1 else os.path.getmtime(event)
+    for i, (start, event) in enumerate(sessions):
+        stop = max(os.path.getmtime(event), end) if i == len(sessions) - 1 else os.path.getmtime(event)
         seconds += max(stop - start, 0.0)
     return seconds / 3600.0
 
