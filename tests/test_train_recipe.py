@@ -90,6 +90,34 @@ def test_fresh_run_writes_checkpoints_logs_and_an_ema_preset(reference_run):
     assert train_recipe.main(FAST + ["--out", reference_run]) == 2
 
 
+def test_init_weights_fine_tunes_from_a_preset(reference_run, tmp_path):
+    """`init_weights` starts a fresh run (step 0, EMA = weights) from a preset's weights; a preset
+    of another architecture is refused with the field that differs."""
+    from keras_lincae import LinCAE
+
+    preset = os.path.join(reference_run, "preset")
+    args = train_recipe.build_parser().parse_args(FAST + ["--out", str(tmp_path / "ft"), "--seed", "5"])
+    config = tu.apply_overrides(tu.load_config("tiny"), train_recipe.explicit_overrides(args))
+    fresh = tu.build_model(config)
+    fresh.build()
+    config["init_weights"] = preset
+    model = tu.Trainer(config, str(tmp_path / "ft"), verbose=False).model
+    source = LinCAE.from_preset(preset)
+    weights = model.frontend.weights + model.encoder.weights + model.decoder.weights
+    source_weights = source.frontend.weights + source.encoder.weights + source.decoder.weights
+    for w, s in zip(weights, source_weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), keras.ops.convert_to_numpy(s))
+    own_init = fresh.encoder.weights + fresh.decoder.weights
+    assert any(not np.array_equal(keras.ops.convert_to_numpy(w), keras.ops.convert_to_numpy(f))
+               for w, f in zip(model.encoder.weights + model.decoder.weights, own_init))
+    assert int(keras.ops.convert_to_numpy(model.training_step)) == 0
+    for w, shadow in zip(model.encoder.trainable_weights + model.decoder.trainable_weights, model.ema_weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), keras.ops.convert_to_numpy(shadow))
+    config["model"]["base_channels"] = 4
+    with pytest.raises(ValueError, match="init_weights .*base_channels is 8.* has 4"):
+        tu.Trainer(config, str(tmp_path / "other"), verbose=False)
+
+
 def test_kill_mid_checkpoint_then_resume_matches_uninterrupted_run(reference_run, tmp_path, jax_cache):
     """kill -9 while checkpoint 4 is being written (after checkpoint 2 is complete): checkpoint 2
     stays usable, and resuming from it ends with the same weights, optimizer state, EMA shadows,

@@ -33,6 +33,7 @@ RESUMABLE_KEYS = ("steps", "checkpoint_every", "keep_checkpoints", "export_prese
 
 DEFAULTS = dict(
     preset="lin_cae",  # architecture: built-in preset name or preset directory (trained from scratch)
+    init_weights=None,  # fine-tune: a preset (name or directory) with the same architecture whose weights start the run
     model={},  # LinCAE config overrides (mode, gain_*, mix_weight_*, ...)
     seed=42,
     steps=800_000,  # optimizer updates
@@ -177,6 +178,32 @@ def build_model(config):
     if config["dtype_policy"]:
         overrides["dtype"] = config["dtype_policy"]
     return LinCAE.from_preset(config["preset"], load_weights=False, **overrides)
+
+
+def init_from_preset(model, preset):
+    """Copy the weights of `preset` (same architecture) into a freshly built `model`.
+
+    The step counter stays at 0 (every schedule starts afresh) and the EMA shadows start from
+    the copied weights. Raises ValueError naming the first mismatching architecture field.
+    """
+    from keras_lincae import LinCAE
+    from keras_lincae.models.lincae import ARCHITECTURE_DEFAULTS
+
+    source = LinCAE.from_preset(preset)
+    for key in ARCHITECTURE_DEFAULTS:
+        mine, theirs = (_plain(m.get_config().get(key)) for m in (model, source))
+        if mine != theirs:
+            raise ValueError(f"init_weights {preset!r}: its {key} is {theirs!r}, the run's model has {mine!r}")
+    for part in ("frontend", "encoder", "decoder"):
+        for dst, src in zip(getattr(model, part).weights, getattr(source, part).weights, strict=True):
+            dst.assign(keras.ops.convert_to_numpy(src.value))
+    sources = model.encoder.trainable_weights + model.decoder.trainable_weights
+    for shadow, w in zip(model.ema_weights, sources):
+        shadow.assign(np.array(keras.ops.convert_to_numpy(w.value)))
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def build_schedule(config):
@@ -407,6 +434,9 @@ class Trainer:
                 meta = self.checkpointer.restore(self.model, latest[1])
             self.start_micro = int(meta["batches_consumed"])
             self.resumed_from = latest
+        elif c["init_weights"]:
+            with self.dist.scope():
+                init_from_preset(self.model, c["init_weights"])
         self.dist.after_build(self.model)
         self.total_micro = c["steps"] * self.accum
         self.last_saved = self.start_micro // self.accum if latest is not None else None
