@@ -40,6 +40,31 @@ def _wall_time_hours(run_dir, preset_dir):
     return seconds / 3600.0
 
 
+def _phases(run_dir):
+    """Training phases `[(run_dir, config, preset_dir)]`, first to last: a run started with
+    `init_weights` pointing into another run's presets continues that run's phases."""
+    import yaml
+
+    phases, preset_dir = [], os.path.join(run_dir, "preset")
+    while run_dir:
+        with open(os.path.join(run_dir, "config.yaml")) as f:
+            config = yaml.safe_load(f)
+        phases.insert(0, (run_dir, config, preset_dir))
+        init = config.get("init_weights")
+        run_dir = None
+        if init and os.path.isdir(init):
+            preset_dir = os.path.abspath(init)
+            parent = os.path.dirname(preset_dir)
+            parent = os.path.dirname(parent) if os.path.basename(parent) == "presets" else parent
+            run_dir = parent if os.path.isfile(os.path.join(parent, "config.yaml")) else None
+    return phases
+
+
+def _steps_of(preset_dir):
+    with open(os.path.join(preset_dir, "metadata.json")) as f:
+        return int(json.load(f)["training_step"])
+
+
 def _without_ema_shadows(model):
     """A copy of `model` without its EMA shadow variables (its live weights are already the EMA
     ones in a run's final preset), so the shipped weights file is half the size."""
@@ -88,15 +113,24 @@ def _card(name, model, config, meta, evals, notes):
         "",
         "## Training",
         f"- Recipe: `KERAS_BACKEND=jax python recipes/train.py --config {meta['config_name']} --out runs/{name}` "
-        f"(after `python recipes/make_dataset.py`)"
-        + ("" if meta["training_steps"] == config["steps"] else
-           f"; this preset was continued in resumed segments to step {meta['training_steps']} "
-           "(exact commands in docs/training.md)"),
-        f"- {meta['training_steps']} optimizer steps, batch {config['batch_size']} clips of {config['clip_frames']} "
-        f"spectrogram frames ({(config['clip_frames'] * 512 + 1536) / 44100:.2f} s), seed {config['seed']}; "
-        f"RAdam lr {config['learning_rate']:g} ({config['warmup_steps']} warm-up steps, cosine to "
-        f"{config['final_learning_rate']:g}); EMA {config['ema_momentum']} every {config['ema_every']} steps "
-        "(weights shipped: the EMA weights, without the training-time shadow copies)",
+        f"(after `python recipes/make_dataset.py`); the exact commands of every phase are in docs/training.md",
+        f"- {meta['training_steps']} optimizer steps in {len(meta['phases'])} phase(s), batch {config['batch_size']} "
+        f"clips of {config['clip_frames']} spectrogram frames ({(config['clip_frames'] * 512 + 1536) / 44100:.2f} s), "
+        f"seed {config['seed']} (weights shipped: the EMA weights, without the training-time shadow copies):",
+    ]
+    for k, phase in enumerate(meta["phases"], 1):
+        c, m = phase["config"], phase["config"].get("model", {})
+        lines.append(
+            f"  {k}. {phase['steps']} steps"
+            + (" from the EMA weights of phase " + str(k - 1) + " (`init_weights`, step counter restarted)" if k > 1 else
+               " from a random initialisation")
+            + f": RAdam lr {c['learning_rate']:g} ({c['warmup_steps']} warm-up steps, cosine to "
+            f"{c['final_learning_rate']:g}), EMA {c['ema_momentum']} every {c['ema_every']} steps, consistency "
+            f"step size {m.get('base_step', 0.1):g}^({m.get('start_exp', 1.0):g} -> {m.get('end_exp', 2.0):g})"
+            + (f" over {c['steps']} steps" if phase["steps"] == c["steps"] else
+               f" (schedules set for {c['steps']} steps; resumed segments, see docs/training.md)")
+            + (f"; {phase['hours']:.2f} h" if phase["hours"] else ""))
+    lines += [
         "- Data (mono clips, each channel of the stereo recordings a separate example; MUSDB-style "
         "songs contribute their mixture and stems):",
     ]
@@ -138,24 +172,23 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="default saved_models/NAME in this checkout")
     args = parser.parse_args(argv)
 
-    import yaml
-
-    from keras import ops
-
     from keras_lincae import LinCAE
 
     preset_dir = os.path.join(args.run_dir, "preset")
-    with open(os.path.join(args.run_dir, "config.yaml")) as f:
-        config = yaml.safe_load(f)
+    phases = [dict(run=os.path.abspath(run), config=c, steps=_steps_of(p), hours=_wall_time_hours(run, p))
+              for run, c, p in _phases(args.run_dir)]
+    config = phases[-1]["config"]
     out = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", args.name)
     trained = LinCAE.from_preset(preset_dir)
     meta = dict(
         name=args.name,
         config_name=args.config_name or args.name,
         hardware=args.hardware,
-        wall_time_hours=_wall_time_hours(args.run_dir, preset_dir),
-        # the model's own step counter: a resumed run may have changed `steps` on its way
-        training_steps=int(ops.convert_to_numpy(trained.training_step)),
+        # each phase's own step counter (a resumed run may have changed `steps` on its way;
+        # `init_weights` restarts the counter)
+        wall_time_hours=sum(p["hours"] or 0.0 for p in phases) or None,
+        training_steps=sum(p["steps"] for p in phases),
+        phases=[dict(p, run=os.path.basename(p["run"])) for p in phases],
         training_data=config.get("data"),
         training_mode=config.get("model", {}).get("mode"),
     )
