@@ -1,0 +1,36 @@
+"""recipes/ship_preset.py: a fine-tuned run's card lists the run it started from."""
+
+import json
+import os
+import sys
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "recipes"))
+import ship_preset  # noqa: E402
+
+
+def _run(root, name, steps, preset="preset", **config):
+    run = os.path.join(root, name)
+    os.makedirs(os.path.join(run, preset))
+    with open(os.path.join(run, "config.yaml"), "w") as f:
+        yaml.safe_dump(dict(config, steps=steps), f)
+    with open(os.path.join(run, preset, "metadata.json"), "w") as f:
+        json.dump({"training_step": steps}, f)
+    return run
+
+
+def test_phases_follow_init_weights_back_to_the_first_run(tmp_path):
+    first = _run(str(tmp_path), "first", 30, preset=os.path.join("presets", "step_30"))
+    second = _run(str(tmp_path), "second", 20, init_weights=os.path.join(first, "presets", "step_30"))
+    third = _run(str(tmp_path), "third", 10, init_weights=os.path.join(second, "preset"))
+    phases = ship_preset._phases(third)
+    assert [run for run, _, _ in phases] == [first, second, third]
+    assert [ship_preset._steps_of(preset) for _, _, preset in phases] == [30, 20, 10]
+    assert phases[0][2] == os.path.join(first, "presets", "step_30")
+
+
+def test_a_built_in_init_preset_is_not_a_phase(tmp_path):
+    run = _run(str(tmp_path), "ft", 10, init_weights="lin_cae")
+    assert [r for r, _, _ in ship_preset._phases(run)] == [run]
