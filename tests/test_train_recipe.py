@@ -99,7 +99,6 @@ def test_init_weights_fine_tunes_from_a_preset(reference_run, tmp_path):
     args = train_recipe.build_parser().parse_args(FAST + ["--out", str(tmp_path / "ft"), "--seed", "5"])
     config = tu.apply_overrides(tu.load_config("tiny"), train_recipe.explicit_overrides(args))
     fresh = tu.build_model(config)
-    fresh.build()
     config["init_weights"] = preset
     model = tu.Trainer(config, str(tmp_path / "ft"), verbose=False).model
     source = LinCAE.from_preset(preset)
