@@ -175,7 +175,8 @@ def main(argv=None):
     from keras_lincae import LinCAE
 
     preset_dir = os.path.join(args.run_dir, "preset")
-    phases = [dict(run=os.path.abspath(run), config=c, steps=_steps_of(p), hours=_wall_time_hours(run, p))
+    phases = [dict(run=os.path.basename(os.path.abspath(run)), config=c, steps=_steps_of(p),
+                   hours=_wall_time_hours(run, p))
               for run, c, p in _phases(args.run_dir)]
     config = phases[-1]["config"]
     out = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", args.name)
@@ -188,7 +189,7 @@ def main(argv=None):
         # `init_weights` restarts the counter)
         wall_time_hours=sum(p["hours"] or 0.0 for p in phases) or None,
         training_steps=sum(p["steps"] for p in phases),
-        phases=[dict(p, run=os.path.basename(p["run"])) for p in phases],
+        phases=phases,
         training_data=config.get("data"),
         training_mode=config.get("model", {}).get("mode"),
     )
