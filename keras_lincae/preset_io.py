@@ -4,6 +4,7 @@ import datetime
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -18,6 +19,16 @@ WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
 REPO_PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models")
+# Where a (non-editable) wheel installs the shipped presets: pyproject.toml `data-files`.
+INSTALLED_PRESETS_DIR = os.path.join(sys.prefix, "share", "keras_lincae", "saved_models")
+
+
+def shipped_preset_dir(name):
+    """The folder of shipped preset `name`: the source tree's `saved_models/`, else the installed copy."""
+    for root in (REPO_PRESETS_DIR, INSTALLED_PRESETS_DIR):
+        if os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+    return os.path.join(REPO_PRESETS_DIR, name)
 
 
 def cache_dir():
@@ -179,7 +190,7 @@ def resolve_preset(source, load_weights=True):
     recover_preset(source)  # a save killed between its renames left the previous preset aside
     if os.path.isdir(source):
         return source
-    shipped = os.path.join(REPO_PRESETS_DIR, source)
+    shipped = shipped_preset_dir(source)
     if source in presets.BUILTIN_PRESETS or os.path.isdir(shipped):
         if _is_preset_dir(shipped):
             return shipped
@@ -198,7 +209,9 @@ def load_preset(cls, source, load_weights=True, **overrides):
         model = cls(**config)
         model.build()
         if load_weights and presets.BUILTIN_PRESETS[os.fspath(source)]["official_folder"] is None:
-            raise RuntimeError(f"Built-in preset {source!r} ships no weights; use load_weights=False")
+            raise RuntimeError(
+                f"Built-in preset {source!r} has no weights to load: no folder {source!r} in "
+                f"{REPO_PRESETS_DIR} or {INSTALLED_PRESETS_DIR}; use load_weights=False for a fresh model")
         return model
     if not _is_preset_dir(directory):
         if _is_release_dir(directory):

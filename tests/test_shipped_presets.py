@@ -2,12 +2,16 @@
 
 import json
 import os
+import shutil
+import sys
+import tomllib
 
 import numpy as np
 import pytest
 
 from conftest import to_numpy
 from keras_lincae import LinCAE, cli, presets
+from keras_lincae import preset_io
 from keras_lincae.preset_io import REPO_PRESETS_DIR, WEIGHTS_FILE
 from keras_lincae.synth import generate_song
 
@@ -80,3 +84,24 @@ def test_trained_weights_reconstruct_better_than_untrained(name, held_out_song):
 def test_cli_default_preset_is_the_shipped_model():
     assert cli.DEFAULT_PRESET == "lin_cae_small"
     assert os.path.isdir(os.path.join(REPO_PRESETS_DIR, cli.DEFAULT_PRESET))
+
+
+def test_installed_wheel_ships_every_preset_folder():
+    """pyproject's data-files carry each folder of saved_models/ into a wheel (under <prefix>/share)."""
+    with open(os.path.join(os.path.dirname(REPO_PRESETS_DIR), "pyproject.toml"), "rb") as f:
+        data_files = tomllib.load(f)["tool"]["setuptools"]["data-files"]
+    installed = os.path.relpath(preset_io.INSTALLED_PRESETS_DIR, sys.prefix)
+    assert data_files == {f"{installed}/{name}": [f"saved_models/{name}/*"] for name in sorted(os.listdir(REPO_PRESETS_DIR))}
+
+
+def test_preset_loads_from_the_installed_copy_without_a_source_tree(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    shutil.copytree(os.path.join(REPO_PRESETS_DIR, "m2l_small"), tmp_path / "share" / "m2l_small")
+    monkeypatch.setattr(preset_io, "REPO_PRESETS_DIR", str(tmp_path / "no_source_tree"))
+    monkeypatch.setattr(preset_io, "INSTALLED_PRESETS_DIR", str(tmp_path / "share"))
+    assert preset_io.resolve_preset("m2l_small", True) == str(tmp_path / "share" / "m2l_small")
+    loaded, shipped = LinCAE.from_preset("m2l_small"), LinCAE.from_preset(os.path.join(REPO_PRESETS_DIR, "m2l_small"))
+    assert all(np.array_equal(to_numpy(a), to_numpy(b)) for a, b in zip(loaded.weights, shipped.weights))
+    monkeypatch.setattr(preset_io, "INSTALLED_PRESETS_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(RuntimeError, match="no folder 'm2l_small' in .*no_source_tree or .*nowhere"):
+        LinCAE.from_preset("m2l_small")
