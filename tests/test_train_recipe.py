@@ -9,10 +9,13 @@ compilation from about a minute to seconds on a loaded 2-core machine.
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+
+import yaml
 
 import keras
 import numpy as np
@@ -151,6 +154,15 @@ def test_kill_mid_checkpoint_then_resume_matches_uninterrupted_run(reference_run
     print(f"{keras.backend.backend()}: resumed vs uninterrupted, max abs difference {worst:.3g}")
     for key in reference:
         np.testing.assert_allclose(resumed[key], reference[key], rtol=0, atol=RESUME_ATOL, err_msg=key)
+
+
+def test_resume_with_more_steps_extends_the_run_and_records_it(reference_run, tmp_path):
+    run = str(tmp_path / "extended")
+    shutil.copytree(reference_run, run)
+    assert train_recipe.main(["--out", run, "--resume", "--steps", "6", "--quiet"]) == 0
+    assert Checkpointer(os.path.join(run, "checkpoints")).latest()[0] == 6
+    with open(os.path.join(run, "config.yaml")) as f:
+        assert yaml.safe_load(f)["steps"] == 6  # what ship_preset reports as the run's length
 
 
 def test_official_configs():

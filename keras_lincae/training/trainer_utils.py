@@ -7,7 +7,7 @@ definition (`LinCAE`, whose `compute_loss` holds the whole objective) is trained
 
 Run directory layout::
 
-    RUN_DIR/config.yaml            the resolved config (a resumed run reads it back)
+    RUN_DIR/config.yaml            the resolved config (a resumed run reads it back and records the keys it changed)
     RUN_DIR/checkpoints/ckpt-*.npz atomic checkpoints (see `checkpoint.Checkpointer`)
     RUN_DIR/logs/                  TensorBoard events (losses, learning rate, gain range, audio)
     RUN_DIR/preset/                final preset, EMA weights swapped in
@@ -406,8 +406,7 @@ class Trainer:
         if self.dist.is_chief:
             os.makedirs(self.run_dir, exist_ok=True)
             self.checkpointer.clean_temporaries()
-            if not resume:
-                _write_yaml(saved, c)
+            _write_yaml(saved, c)  # on resume: with the keys changed now (e.g. a longer --steps)
         micro_batch = c["batch_size"] // self.accum
         if micro_batch % self.dist.num_replicas:
             raise ValueError(
