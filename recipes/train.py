@@ -43,6 +43,8 @@ def build_parser():
     p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer update (gradient accumulation)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     p.add_argument("--export-preset-every", type=int, help="steps between preset exports (EMA weights)")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop at the first step after this many minutes (checkpointed; continue with --resume)")
     p.add_argument("--seed", type=int)
     p.add_argument("--distribution", choices=["none", "data_parallel", "model_parallel", "mirrored", "tpu", "ddp"])
     p.add_argument("--ddp", action="store_true", help="PyTorch DDP (launch with torchrun); same as --distribution ddp")
@@ -56,7 +58,7 @@ def build_parser():
 
 FLAG_KEYS = dict(steps="steps", batch_size="batch_size", data="data", data_weights="data_weights",
                  dtype_policy="dtype_policy", grad_accum="grad_accum", checkpoint_every="checkpoint_every",
-                 export_preset_every="export_preset_every", seed="seed", distribution="distribution",
+                 export_preset_every="export_preset_every", max_minutes="max_minutes", seed="seed", distribution="distribution",
                  tpu="tpu", devices="devices", cpu_replicas="cpu_replicas", model_parallel="model_parallel")
 
 

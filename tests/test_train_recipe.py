@@ -165,6 +165,24 @@ def test_resume_with_more_steps_extends_the_run_and_records_it(reference_run, tm
         assert yaml.safe_load(f)["steps"] == 6  # what ship_preset reports as the run's length
 
 
+def test_time_limited_segments_end_like_an_uninterrupted_run(reference_run, tmp_path):
+    """--max-minutes stops at a step boundary with a checkpoint and no final preset; resumed
+    segments finish bit-identical to the uninterrupted run (how to train within a per-command limit)."""
+    run = str(tmp_path / "segmented")
+    checkpointer = Checkpointer(os.path.join(run, "checkpoints"))
+    assert train_recipe.main(FAST + ["--out", run, "--max-minutes", "1e-6"]) == 0
+    assert checkpointer.latest()[0] == 1 and not os.path.exists(os.path.join(run, "preset"))
+    assert train_recipe.main(["--out", run, "--resume", "--max-minutes", "60", "--quiet"]) == 0
+    assert checkpointer.latest()[0] == 4 and os.path.isdir(os.path.join(run, "preset"))
+    finished = checkpoint_arrays(checkpointer.latest()[1])
+    reference = checkpoint_arrays(Checkpointer(os.path.join(reference_run, "checkpoints")).latest()[1])
+    for key in reference:
+        np.testing.assert_allclose(finished[key], reference[key], rtol=0, atol=RESUME_ATOL, err_msg=key)
+    for bad in (0, -1, "soon", True):
+        with pytest.raises(ValueError, match="max_minutes must be a positive number"):
+            tu.check_config(dict(tu.load_config("tiny"), max_minutes=bad))
+
+
 def test_official_configs():
     lin = tu.load_config("lin_cae")
     assert (lin["batch_size"], lin["clip_frames"], lin["steps"], lin["seed"]) == (20, 64, 800_000, 42)

@@ -29,7 +29,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pat
 # Keys a resumed run may change; every other key must match the run's saved config.
 RESUMABLE_KEYS = ("steps", "checkpoint_every", "keep_checkpoints", "export_preset_every", "log_every",
                   "num_log_examples", "data_resume", "data_skip_limit", "devices", "cpu_replicas", "tpu",
-                  "distribution", "model_parallel", "data")
+                  "distribution", "model_parallel", "data", "max_minutes")
 
 DEFAULTS = dict(
     preset="lin_cae",  # architecture: built-in preset name or preset directory (trained from scratch)
@@ -59,6 +59,7 @@ DEFAULTS = dict(
     checkpoint_every=5000,
     keep_checkpoints=3,
     export_preset_every=0,
+    max_minutes=None,  # this process stops (checkpointed) at the first step after N minutes; --resume continues
     log_every=100,
     num_log_examples=4,
     distribution="none",
@@ -148,6 +149,9 @@ def check_config(config):
     for key in ("steps", "batch_size", "clip_frames", "grad_accum", "checkpoint_every", "log_every"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {config[key]!r}")
+    limit = config.get("max_minutes")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+        raise ValueError(f"max_minutes must be a positive number of minutes, got {limit!r}")
     if config["batch_size"] % config["grad_accum"]:
         raise ValueError(f"batch_size {config['batch_size']} is not divisible by grad_accum {config['grad_accum']}")
     if config["lr_decay"] in ("cosine", "linear") and config["steps"] <= config["warmup_steps"]:
@@ -283,6 +287,9 @@ class TrainingMonitor(keras.callbacks.Callback):
     def __init__(self, config, start_micro, total_micro, accum, log_dir=None, examples=None, chief=True,
                  progress=True):
         super().__init__()
+        limit = config.get("max_minutes")
+        self.time_limit_s = None if limit is None else 60.0 * limit
+        self.out_of_time = False
         self.progress = progress
         self.config, self.accum = config, accum
         self.micro, self.total_micro = start_micro, total_micro
@@ -313,6 +320,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.epoch_batches += 1
         if self.micro >= self.total_micro:
             self.model.stop_training = True
+        elif self.time_limit_s is not None and self.micro % self.accum == 0 and time.time() - self.t0 >= self.time_limit_s:
+            self.model.stop_training = self.out_of_time = True
         log_every = self.config["log_every"] * self.accum
         due = self.micro % log_every == 0 or self.micro >= self.total_micro
         if not self.chief or not due or not logs or "loss" not in logs:
@@ -407,6 +416,9 @@ class Trainer:
             os.makedirs(self.run_dir, exist_ok=True)
             self.checkpointer.clean_temporaries()
             _write_yaml(saved, c)  # on resume: with the keys changed now (e.g. a longer --steps)
+        if c.get("max_minutes") is not None and self.dist.world_size > 1:
+            raise ValueError("max_minutes stops each process on its own clock, which would leave DDP processes "
+                             "waiting for each other; bound a multi-process run with --steps instead")
         micro_batch = c["batch_size"] // self.accum
         if micro_batch % self.dist.num_replicas:
             raise ValueError(
@@ -512,6 +524,11 @@ class Trainer:
             self.model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=spe, verbose=0,
                            callbacks=[self.monitor, CheckpointCallback(self)])
         self.checkpoint(final=True)
+        if self.monitor.out_of_time:
+            self._log(f"\nTime limit ({c['max_minutes']} min) reached at step {self.step} of {c['steps']}; "
+                      f"checkpointed. Continue with: python recipes/train.py --out {self.run_dir} --resume")
+            self.dist.barrier()
+            return None
         preset = None
         if self.dist.is_chief:
             preset = self.export_preset(os.path.join(self.run_dir, "preset"))
