@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_lincae import LinCAE, cli, presets
-from keras_lincae import preset_io
+from keras_lincae import LinCAE, cli, preset_io, presets
 from keras_lincae.preset_io import REPO_PRESETS_DIR, WEIGHTS_FILE
 from keras_lincae.synth import generate_song
 

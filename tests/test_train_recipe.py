@@ -15,11 +15,10 @@ import subprocess
 import sys
 import time
 
-import yaml
-
 import keras
 import numpy as np
 import pytest
+import yaml
 
 from keras_lincae.training import trainer_utils as tu
 from keras_lincae.training.checkpoint import Checkpointer
@@ -40,6 +39,15 @@ RESUME_ATOL = 1e-6  # measured difference: 0 (bit-identical) on jax, tensorflow 
 def checkpoint_arrays(path):
     with np.load(path) as data:
         return {k: data[k] for k in data.files if k != "meta"}
+
+
+def latest_arrays(run):
+    return checkpoint_arrays(Checkpointer(os.path.join(run, "checkpoints")).latest()[1])
+
+
+def assert_same_arrays(finished, reference):
+    for key in reference:
+        np.testing.assert_allclose(finished[key], reference[key], rtol=0, atol=RESUME_ATOL, err_msg=key)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -146,14 +154,12 @@ def test_kill_mid_checkpoint_then_resume_matches_uninterrupted_run(reference_run
 
     assert train_recipe.main(["--out", run, "--resume", "--quiet"]) == 0
     assert not glob.glob(os.path.join(ckpt_dir, "*.tmp-*"))  # leftovers cleaned
-    resumed = checkpoint_arrays(checkpointer.latest()[1])
-    reference = checkpoint_arrays(Checkpointer(os.path.join(reference_run, "checkpoints")).latest()[1])
+    resumed, reference = latest_arrays(run), latest_arrays(reference_run)
     assert resumed.keys() == reference.keys()
     worst = max(float(np.max(np.abs(resumed[k].astype("float64") - reference[k].astype("float64"))))
                 for k in reference if reference[k].size)
     print(f"{keras.backend.backend()}: resumed vs uninterrupted, max abs difference {worst:.3g}")
-    for key in reference:
-        np.testing.assert_allclose(resumed[key], reference[key], rtol=0, atol=RESUME_ATOL, err_msg=key)
+    assert_same_arrays(resumed, reference)
 
 
 def test_resume_with_more_steps_extends_the_run_and_records_it(reference_run, tmp_path):
@@ -174,10 +180,7 @@ def test_time_limited_segments_end_like_an_uninterrupted_run(reference_run, tmp_
     assert checkpointer.latest()[0] == 1 and not os.path.exists(os.path.join(run, "preset"))
     assert train_recipe.main(["--out", run, "--resume", "--max-minutes", "60", "--quiet"]) == 0
     assert checkpointer.latest()[0] == 4 and os.path.isdir(os.path.join(run, "preset"))
-    finished = checkpoint_arrays(checkpointer.latest()[1])
-    reference = checkpoint_arrays(Checkpointer(os.path.join(reference_run, "checkpoints")).latest()[1])
-    for key in reference:
-        np.testing.assert_allclose(finished[key], reference[key], rtol=0, atol=RESUME_ATOL, err_msg=key)
+    assert_same_arrays(latest_arrays(run), latest_arrays(reference_run))
     for bad in (0, -1, "soon", True):
         with pytest.raises(ValueError, match="max_minutes must be a positive number"):
             tu.check_config(dict(tu.load_config("tiny"), max_minutes=bad))
