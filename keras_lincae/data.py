@@ -1,7 +1,8 @@
-"""Audio loading helpers and a ``tf.data`` training input pipeline.
+"""Audio loading helpers and two training input pipelines.
 
-The pipeline works with ``keras.Model.fit`` on every Keras backend (jax, tensorflow, torch);
-TensorFlow is needed by ``audio_dataset`` only and is imported lazily. Audio is decoded with
+``audio_dataset`` builds a ``tf.data`` pipeline (TensorFlow needed, imported lazily);
+``audio_batches`` gives the same kind of stream as a plain Python generator of numpy batches,
+for machines without TensorFlow. Both work with ``keras.Model.fit`` on every Keras backend. Audio is decoded with
 ``soundfile`` (WAV, FLAC, OGG, MP3 with libsndfile >= 1.1), resampled with
 ``scipy.signal.resample_poly``; every channel becomes its own mono example.
 
@@ -29,6 +30,7 @@ __all__ = [
     "MUSDB_STEMS",
     "AudioDecodeError",
     "AudioDecodeWarning",
+    "audio_batches",
     "audio_dataset",
     "clip_samples_for_frames",
     "find_musdb_songs",
@@ -268,6 +270,24 @@ def _open_tfio(path):
     return _ArrayReader(data.T, rate)
 
 
+class _MemoryReader:
+    """``reader="memory"``: each file is decoded (and resampled) once, then cropped from RAM."""
+
+    def __init__(self, sample_rate):
+        self.sample_rate = sample_rate
+        self._cache = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, path):
+        with self._lock:
+            data = self._cache.get(path)
+        if data is None:
+            data = load_audio(path, sample_rate=self.sample_rate)
+            with self._lock:
+                self._cache[path] = data
+        return data, self.sample_rate
+
+
 def _open(path, reader):
     if reader == "soundfile":
         return _SoundfileReader(path)
@@ -329,7 +349,8 @@ class _ClipSource:
                  reader, seed, repeat):
         self.name, self.index, self.files = name, index, files
         self.clip_samples, self.crops, self.sample_rate = clip_samples, crops, sample_rate
-        self.silence_rms_db, self.reader, self.seed, self.repeat = silence_rms_db, reader, seed, repeat
+        self.silence_rms_db, self.seed, self.repeat = silence_rms_db, seed, repeat
+        self.reader = _MemoryReader(sample_rate) if reader == "memory" else reader
         self._lock = threading.Lock()
         self._reported = set()
         self._empty_streak = 0
@@ -343,8 +364,12 @@ class _ClipSource:
         warnings.warn(f"skipping audio file {path}: {error}", AudioDecodeWarning, stacklevel=2)
 
     def __call__(self, path, element_index):
-        path = path.numpy().decode("utf-8")
-        rng = np.random.default_rng([self.seed, self.index, int(element_index.numpy())])
+        """``tf.py_function`` entry: tensors in, clips out."""
+        return self.read(path.numpy().decode("utf-8"), int(element_index.numpy()))
+
+    def read(self, path, element_index):
+        """Crops of the ``element_index``-th file read of this source: ``(clips, clip_samples)``."""
+        rng = np.random.default_rng([self.seed, self.index, int(element_index)])
         try:
             clips = _read_crops(path, rng, self.clip_samples, self.crops, self.sample_rate,
                                 self.reader)
@@ -384,6 +409,38 @@ def _derive_seed(seed, *keys):
     return int(np.random.SeedSequence([int(seed), *keys]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def _clip_sources(sources, clip_samples, batch_size, seed, weights, sample_rate, silence_rms_db,
+                  reader, repeat, crops_per_file, musdb_stems):
+    """Checked arguments of both pipelines: ``(clip_sources, normalised weights)``."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    sources = [os.fspath(Path(s).expanduser()) for s in sources]
+    if not sources:
+        raise ValueError("an audio pipeline needs at least one source folder")
+    clip_samples, batch_size = int(clip_samples), int(batch_size)
+    if clip_samples < 1 or batch_size < 1 or int(crops_per_file) < 1:
+        raise ValueError("clip_samples, batch_size and crops_per_file must be >= 1")
+    if weights is not None:
+        weights = [float(w) for w in weights]
+        if len(weights) != len(sources):
+            raise ValueError(f"got {len(weights)} weights for {len(sources)} sources")
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
+        weights = [w / sum(weights) for w in weights]
+    if reader == "tfio":
+        _tfio_module()
+    elif reader not in ("soundfile", "memory") and not callable(reader):
+        raise ValueError(f"reader must be 'soundfile', 'memory', 'tfio' or a callable, got {reader!r}")
+    clip_sources = []
+    for index, source in enumerate(sources):
+        files = _source_files(source, musdb_stems)
+        if not files:
+            raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {source}")
+        clip_sources.append(_ClipSource(source, index, files, clip_samples, int(crops_per_file),
+                                        int(sample_rate), silence_rms_db, reader, int(seed), repeat))
+    return clip_sources, weights
+
+
 def audio_dataset(sources, clip_samples, batch_size, seed=0, weights=None, sample_rate=44100,
                   silence_rms_db=-60.0, reader="soundfile", shuffle_buffer=256, repeat=True,
                   num_parallel_calls=None, crops_per_file=1, musdb_stems=False, shuffle=True,
@@ -403,7 +460,9 @@ def audio_dataset(sources, clip_samples, batch_size, seed=0, weights=None, sampl
         sample_rate: every file is resampled to this rate (``scipy.signal.resample_poly``).
         silence_rms_db: clips whose RMS is at or below this level (dBFS) are dropped; ``None``
             keeps all.
-        reader: ``"soundfile"`` (default; reads only the cropped part of each file), ``"tfio"``
+        reader: ``"soundfile"`` (default; reads only the cropped part of each file),
+            ``"memory"`` (decodes each file once and keeps it in RAM: fastest for a small
+            collection, e.g. on an accelerator where reading becomes the bottleneck), ``"tfio"``
             (``tensorflow_io.audio``, which must be importable), or a callable
             ``path -> (array (channels, samples) or (samples,), sample_rate)``.
         shuffle_buffer: clips in the shuffle buffer applied after cropping (per source).
@@ -422,39 +481,19 @@ def audio_dataset(sources, clip_samples, batch_size, seed=0, weights=None, sampl
     Files that cannot be decoded (or are empty, or hold NaN/inf) are skipped with an
     ``AudioDecodeWarning`` naming the file. A source with no audio file raises ``ValueError``.
     """
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    sources = [os.fspath(Path(s).expanduser()) for s in sources]
-    if not sources:
-        raise ValueError("audio_dataset needs at least one source folder")
+    clip_sources, weights = _clip_sources(sources, clip_samples, batch_size, seed, weights,
+                                          sample_rate, silence_rms_db, reader, repeat,
+                                          crops_per_file, musdb_stems)
     clip_samples, batch_size = int(clip_samples), int(batch_size)
-    if clip_samples < 1 or batch_size < 1 or int(crops_per_file) < 1:
-        raise ValueError("clip_samples, batch_size and crops_per_file must be >= 1")
-    if weights is not None:
-        weights = [float(w) for w in weights]
-        if len(weights) != len(sources):
-            raise ValueError(f"got {len(weights)} weights for {len(sources)} sources")
-        if min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
-        weights = [w / sum(weights) for w in weights]
-    if reader == "tfio":
-        _tfio_module()
-    elif reader != "soundfile" and not callable(reader):
-        raise ValueError(f"reader must be 'soundfile', 'tfio' or a callable, got {reader!r}")
     tf = _import_tf()
     if num_parallel_calls is None:
         num_parallel_calls = tf.data.AUTOTUNE
 
     datasets = []
-    for index, source in enumerate(sources):
-        files = _source_files(source, musdb_stems)
-        if not files:
-            raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {source}")
-        clip_source = _ClipSource(source, index, files, clip_samples, int(crops_per_file),
-                                  int(sample_rate), silence_rms_db, reader, int(seed), repeat)
-        ds = tf.data.Dataset.from_tensor_slices(files)
+    for index, clip_source in enumerate(clip_sources):
+        ds = tf.data.Dataset.from_tensor_slices(clip_source.files)
         if shuffle:
-            ds = ds.shuffle(len(files), seed=_derive_seed(seed, index, 1),
+            ds = ds.shuffle(len(clip_source.files), seed=_derive_seed(seed, index, 1),
                             reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
@@ -481,3 +520,141 @@ def audio_dataset(sources, clip_samples, batch_size, seed=0, weights=None, sampl
     if prefetch:
         ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds
+
+
+# ----------------------------------------------------------------------------------------------
+# Python pipeline (no TensorFlow)
+# ----------------------------------------------------------------------------------------------
+
+
+def _ordered_map(fn, items, workers):
+    """``map(fn, items)`` on ``workers`` threads, results in order, at most 2*workers ahead."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _file_reads(clip_source, seed, shuffle, repeat):
+    """``(path, element_index)`` of every file read of one source, epoch after epoch."""
+    element, epoch = 0, 0
+    while True:
+        files = list(clip_source.files)
+        if shuffle:
+            np.random.default_rng([seed, clip_source.index, 1, epoch]).shuffle(files)
+        for path in files:
+            yield path, element
+            element += 1
+        if not repeat:
+            return
+        epoch += 1
+
+
+def _shuffled(clips, buffer_size, rng):
+    """A shuffle buffer of ``buffer_size`` clips over the stream ``clips``."""
+    buffer = []
+    for clip in clips:
+        if len(buffer) < buffer_size:
+            buffer.append(clip)
+            continue
+        i = int(rng.integers(buffer_size))
+        yield buffer[i]
+        buffer[i] = clip
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def _source_clip_stream(clip_source, seed, shuffle, shuffle_buffer, repeat, workers):
+    reads = _ordered_map(lambda item: clip_source.read(*item),
+                         _file_reads(clip_source, seed, shuffle, repeat), workers)
+    clips = (clip for batch in reads for clip in batch)
+    if shuffle and shuffle_buffer and shuffle_buffer > 1:
+        clips = _shuffled(clips, int(shuffle_buffer),
+                          np.random.default_rng([seed, clip_source.index, 2]))
+    return clips
+
+
+def _batches(streams, weights, batch_size, drop_remainder, rng):
+    """Clips drawn from ``streams`` by ``weights`` (exhausted ones dropped), stacked in batches."""
+    streams = list(streams)
+    weights = np.asarray(weights if weights is not None else [1.0] * len(streams), np.float64)
+    batch = []
+    while streams:
+        p = weights / weights.sum() if weights.sum() > 0 else None
+        k = int(rng.choice(len(streams), p=p)) if len(streams) > 1 else 0
+        try:
+            batch.append(next(streams[k]))
+        except StopIteration:
+            del streams[k]
+            weights = np.delete(weights, k)
+            continue
+        if len(batch) == batch_size:
+            yield np.stack(batch)
+            batch = []
+    if batch and not drop_remainder:
+        yield np.stack(batch)
+
+
+def _prefetched(iterator, size):
+    """Run ``iterator`` in a daemon thread ``size`` items ahead; its errors re-raise here."""
+    import queue
+
+    items = queue.Queue(maxsize=size)
+    done = object()
+
+    def fill():
+        try:
+            for item in iterator:
+                items.put(item)
+        except BaseException as e:  # handed to the consumer
+            items.put(e)
+        items.put(done)
+
+    threading.Thread(target=fill, daemon=True, name="keras_lincae-audio-batches").start()
+    while True:
+        item = items.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def audio_batches(sources, clip_samples, batch_size, seed=0, weights=None, sample_rate=44100,
+                  silence_rms_db=-60.0, reader="soundfile", shuffle_buffer=256, repeat=True,
+                  num_workers=4, crops_per_file=1, musdb_stems=False, shuffle=True,
+                  drop_remainder=True, prefetch=8, skip=0):
+    """A Python generator of float32 numpy batches ``(batch_size, clip_samples)``, no TensorFlow.
+
+    Takes ``audio_dataset``'s arguments and gives the same kind of stream (seeded file order,
+    crops, per-source shuffle buffers, weighted source sampling, silence filter, skipped
+    unreadable files); the exact clips differ from the ``tf.data`` pipeline's for the same seed.
+    ``num_workers`` threads read files ahead (results stay in order, so one seed gives one
+    stream); ``prefetch`` batches are prepared in a background thread (0: none); the first
+    ``skip`` batches are drawn and dropped (exact resume). Pass it to ``Model.fit`` with
+    ``steps_per_epoch`` when ``repeat``.
+    """
+    clip_sources, weights = _clip_sources(sources, clip_samples, batch_size, seed, weights,
+                                          sample_rate, silence_rms_db, reader, repeat,
+                                          crops_per_file, musdb_stems)
+    if int(skip) < 0:
+        raise ValueError(f"skip must be >= 0 batches, got {skip}")
+    seed, workers = int(seed), max(1, int(num_workers))
+    streams = [_source_clip_stream(c, seed, shuffle, shuffle_buffer, repeat, workers)
+               for c in clip_sources]
+    batches = _batches(streams, weights, int(batch_size), bool(drop_remainder or repeat),
+                       np.random.default_rng([seed, 3]))
+    for _ in range(int(skip)):
+        if next(batches, None) is None:
+            break
+    return _prefetched(batches, int(prefetch)) if prefetch else batches

@@ -29,7 +29,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pat
 # Keys a resumed run may change; every other key must match the run's saved config.
 RESUMABLE_KEYS = ("steps", "checkpoint_every", "keep_checkpoints", "export_preset_every", "log_every",
                   "num_log_examples", "data_resume", "data_skip_limit", "devices", "cpu_replicas", "tpu",
-                  "distribution", "model_parallel", "data", "max_minutes")
+                  "distribution", "model_parallel", "data", "max_minutes", "input_pipeline",
+                  "data_reader")
 
 DEFAULTS = dict(
     preset="lin_cae",  # architecture: built-in preset name or preset directory (trained from scratch)
@@ -54,6 +55,8 @@ DEFAULTS = dict(
     musdb_stems=True,
     silence_rms_db=-60.0,
     shuffle_buffer=256,
+    input_pipeline="auto",  # "tf.data", "python" (numpy batches, no TensorFlow) or "auto": tf.data if TF imports
+    data_reader="soundfile",  # "soundfile" (crops read from disk) or "memory" (each file decoded once, kept in RAM)
     data_resume="auto",  # "skip" (exact), "reseed" (fast), "auto": skip up to data_skip_limit batches
     data_skip_limit=20_000,
     checkpoint_every=5000,
@@ -162,6 +165,13 @@ def check_config(config):
         raise ValueError(f"dtype_policy must be mixed_bfloat16, mixed_float16 or float32, got {config['dtype_policy']!r}")
     if config["data_resume"] not in ("auto", "skip", "reseed"):
         raise ValueError(f"data_resume must be auto, skip or reseed, got {config['data_resume']!r}")
+    if config["input_pipeline"] not in ("auto", "tf.data", "python"):
+        raise ValueError(f"input_pipeline must be auto, tf.data or python, got {config['input_pipeline']!r}")
+    if config["data_reader"] not in ("soundfile", "memory"):
+        raise ValueError(f"data_reader must be soundfile or memory, got {config['data_reader']!r}")
+    if input_pipeline(config) == "tf.data" and not _tensorflow_available():
+        raise ValueError("input_pipeline tf.data needs TensorFlow (pip install tensorflow-cpu); "
+                         "input_pipeline: python trains without it")
     return config
 
 
@@ -258,9 +268,26 @@ def data_sources(config):
     return [str(ensure_default_dataset() / "train")]
 
 
+def _tensorflow_available():
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def input_pipeline(config):
+    """`"tf.data"` or `"python"`: the pipeline `config["input_pipeline"]` asks for, "auto" resolved."""
+    choice = config["input_pipeline"]
+    if choice == "auto":
+        return "tf.data" if _tensorflow_available() else "python"
+    return choice
+
+
 def build_dataset(config, model, batch, seed, skip_batches=0):
-    """The clip stream of this process: `(batch, clip_samples)` float32, skipping consumed batches."""
-    from keras_lincae.data import audio_dataset, clip_samples_for_frames
+    """The clip stream of this process, `(batch, clip_samples)` float32 batches after the consumed
+    ones: a `tf.data.Dataset` or a generator of numpy arrays (`input_pipeline`)."""
+    from keras_lincae.data import audio_batches, audio_dataset, clip_samples_for_frames
 
     clip_samples = clip_samples_for_frames(config["clip_frames"], hop=model.hop_size, n_fft_factor=model.n_fft_factor)
     mode = config["data_resume"]
@@ -268,12 +295,21 @@ def build_dataset(config, model, batch, seed, skip_batches=0):
         mode = "skip" if skip_batches <= config["data_skip_limit"] else "reseed"
     if mode == "reseed" and skip_batches:
         seed = int(np.random.SeedSequence([seed, skip_batches]).generate_state(1)[0] & 0x7FFFFFFF)
-    ds = audio_dataset(data_sources(config), clip_samples, batch, seed=seed, weights=config["data_weights"],
-                       musdb_stems=config["musdb_stems"], silence_rms_db=config["silence_rms_db"],
-                       shuffle_buffer=config["shuffle_buffer"])
-    if mode == "skip" and skip_batches:
-        ds = ds.skip(skip_batches)
-    return ds, mode
+    skip = skip_batches if mode == "skip" else 0
+    kwargs = dict(seed=seed, weights=config["data_weights"], musdb_stems=config["musdb_stems"],
+                  silence_rms_db=config["silence_rms_db"], shuffle_buffer=config["shuffle_buffer"],
+                  reader=config["data_reader"])
+    if input_pipeline(config) == "python":
+        batches = audio_batches(data_sources(config), clip_samples, batch, skip=skip, **kwargs)
+        return ((clips,) for clips in batches), mode  # Keras takes generators of (inputs,) tuples
+    ds = audio_dataset(data_sources(config), clip_samples, batch, **kwargs)
+    return (ds.skip(skip) if skip else ds), mode
+
+
+def first_batch(dataset):
+    """The first batch of `build_dataset`'s stream as a numpy array."""
+    batch = next(iter(dataset))
+    return np.asarray(batch[0] if isinstance(batch, tuple) else batch)
 
 
 # ---------------------------------------------------------------------------------- callbacks
@@ -298,7 +334,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.examples = examples
         self.schedule = build_schedule(config)
         self.writer = None
-        if chief and log_dir:
+        if chief and log_dir and _tensorflow_available():  # TensorBoard files are written with tf.summary
             import tensorflow as tf
 
             self.writer = tf.summary.create_file_writer(log_dir)
@@ -509,7 +545,7 @@ class Trainer:
         examples = None
         if self.dist.is_chief and c["num_log_examples"]:
             ex_ds, _ = build_dataset(dict(c, data_resume="skip"), self.model, c["num_log_examples"], int(c["seed"]) + 1)
-            examples = next(iter(ex_ds.take(1))).numpy()
+            examples = first_batch(ex_ds)
         self.monitor = TrainingMonitor(c, self.start_micro, self.total_micro, self.accum,
                                        log_dir=os.path.join(self.run_dir, "logs"), examples=examples,
                                        chief=self.dist.is_chief, progress=self.verbose)
