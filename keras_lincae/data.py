@@ -271,21 +271,24 @@ def _open_tfio(path):
 
 
 class _MemoryReader:
-    """``reader="memory"``: each file is decoded (and resampled) once, then cropped from RAM."""
+    """``reader="memory"``: each file is decoded once and kept in RAM at its own rate, so crops
+    (positions, resampling, NaN checks) are exactly those of ``reader="soundfile"``."""
 
-    def __init__(self, sample_rate):
-        self.sample_rate = sample_rate
+    def __init__(self):
         self._cache = {}
         self._lock = threading.Lock()
 
     def __call__(self, path):
         with self._lock:
-            data = self._cache.get(path)
-        if data is None:
-            data = load_audio(path, sample_rate=self.sample_rate)
+            cached = self._cache.get(path)
+        if cached is None:
+            import soundfile as sf
+
+            data, rate = sf.read(path, dtype="float32", always_2d=True)
+            cached = (np.ascontiguousarray(data.T), rate)
             with self._lock:
-                self._cache[path] = data
-        return data, self.sample_rate
+                self._cache[path] = cached
+        return cached
 
 
 def _open(path, reader):
@@ -350,7 +353,7 @@ class _ClipSource:
         self.name, self.index, self.files = name, index, files
         self.clip_samples, self.crops, self.sample_rate = clip_samples, crops, sample_rate
         self.silence_rms_db, self.seed, self.repeat = silence_rms_db, seed, repeat
-        self.reader = _MemoryReader(sample_rate) if reader == "memory" else reader
+        self.reader = _MemoryReader() if reader == "memory" else reader
         self._lock = threading.Lock()
         self._reported = set()
         self._empty_streak = 0
@@ -584,14 +587,15 @@ def _source_clip_stream(clip_source, seed, shuffle, shuffle_buffer, repeat, work
     return clips
 
 
-def _batches(streams, weights, batch_size, drop_remainder, rng):
-    """Clips drawn from ``streams`` by ``weights`` (exhausted ones dropped), stacked in batches."""
-    streams = list(streams)
-    weights = np.asarray(weights if weights is not None else [1.0] * len(streams), np.float64)
+def _batches(streams, weights, batch_size, drop_remainder, skip, rng):
+    """Clips drawn from ``streams`` by ``weights`` (zero-weight and exhausted ones dropped),
+    stacked in batches, the first ``skip`` batches left out."""
+    weights = [1.0] * len(streams) if weights is None else weights
+    streams = [s for s, w in zip(streams, weights) if w > 0]
+    weights = np.asarray([w for w in weights if w > 0], np.float64)
     batch = []
     while streams:
-        p = weights / weights.sum() if weights.sum() > 0 else None
-        k = int(rng.choice(len(streams), p=p)) if len(streams) > 1 else 0
+        k = int(rng.choice(len(streams), p=weights / weights.sum())) if len(streams) > 1 else 0
         try:
             batch.append(next(streams[k]))
         except StopIteration:
@@ -599,9 +603,12 @@ def _batches(streams, weights, batch_size, drop_remainder, rng):
             weights = np.delete(weights, k)
             continue
         if len(batch) == batch_size:
-            yield np.stack(batch)
+            if skip:
+                skip -= 1
+            else:
+                yield np.stack(batch)
             batch = []
-    if batch and not drop_remainder:
+    if batch and not drop_remainder and not skip:
         yield np.stack(batch)
 
 
@@ -610,24 +617,37 @@ def _prefetched(iterator, size):
     import queue
 
     items = queue.Queue(maxsize=size)
-    done = object()
+    done, stop = object(), threading.Event()
+
+    def put(item):  # False once the consumer has gone
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def fill():
         try:
             for item in iterator:
-                items.put(item)
+                if not put(item):
+                    return
         except BaseException as e:  # handed to the consumer
-            items.put(e)
-        items.put(done)
+            put(e)
+        put(done)
 
     threading.Thread(target=fill, daemon=True, name="keras_lincae-audio-batches").start()
-    while True:
-        item = items.get()
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # closed, finished or collected: the filling thread stops too
+        stop.set()
 
 
 def audio_batches(sources, clip_samples, batch_size, seed=0, weights=None, sample_rate=44100,
@@ -640,9 +660,9 @@ def audio_batches(sources, clip_samples, batch_size, seed=0, weights=None, sampl
     crops, per-source shuffle buffers, weighted source sampling, silence filter, skipped
     unreadable files); the exact clips differ from the ``tf.data`` pipeline's for the same seed.
     ``num_workers`` threads read files ahead (results stay in order, so one seed gives one
-    stream); ``prefetch`` batches are prepared in a background thread (0: none); the first
-    ``skip`` batches are drawn and dropped (exact resume). Pass it to ``Model.fit`` with
-    ``steps_per_epoch`` when ``repeat``.
+    stream); ``prefetch`` batches are prepared in a background thread (0: none), which stops
+    when the generator is closed; the first ``skip`` batches are drawn and dropped (exact
+    resume). Pass it to ``Model.fit`` with ``steps_per_epoch`` when ``repeat``.
     """
     clip_sources, weights = _clip_sources(sources, clip_samples, batch_size, seed, weights,
                                           sample_rate, silence_rms_db, reader, repeat,
@@ -653,8 +673,5 @@ def audio_batches(sources, clip_samples, batch_size, seed=0, weights=None, sampl
     streams = [_source_clip_stream(c, seed, shuffle, shuffle_buffer, repeat, workers)
                for c in clip_sources]
     batches = _batches(streams, weights, int(batch_size), bool(drop_remainder or repeat),
-                       np.random.default_rng([seed, 3]))
-    for _ in range(int(skip)):
-        if next(batches, None) is None:
-            break
+                       int(skip), np.random.default_rng([seed, 3]))
     return _prefetched(batches, int(prefetch)) if prefetch else batches

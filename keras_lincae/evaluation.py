@@ -750,6 +750,30 @@ def evaluate_model(model_or_fns, clips, name="model", preset=None, steps=1, seed
     }
 
 
+def latent_use(model, audio, sigmas=(0.5, 2.0, 10.0), seed=0):
+    """Does the decoder use its latents? ``{sigma: (error with the encoder's latents, error with
+    all-zero latents)}``: relative L2 error of the decoder's one-step denoising of ``audio``'s
+    representation at noise level ``sigma`` (``audio``: one clip, ``(samples,)``)."""
+    from keras import ops
+
+    audio = np.asarray(audio, np.float32)[None]
+    front, back = model.autoencode_padding(audio.shape[1])
+    padded = ops.convert_to_tensor(np.pad(audio, ((0, 0), (front, back))))
+    clean = model.frontend.to_representation(padded)
+    clean_np = np.asarray(ops.convert_to_numpy(clean))
+    latents = model(padded) / model.scale_factor
+    pyramids = [model.decoder.latent_pyramid(latents), model.decoder.latent_pyramid(ops.zeros_like(latents))]
+    noise = np.random.default_rng(seed).standard_normal(clean_np.shape).astype(np.float32)
+    errors = {}
+    for sigma in sigmas:
+        noisy = clean + sigma * noise
+        level = ops.full((1,), sigma)
+        errors[sigma] = tuple(
+            float(np.linalg.norm(ops.convert_to_numpy(model.decoder.denoise(noisy, level, pyramid)) - clean_np)
+                  / np.linalg.norm(clean_np)) for pyramid in pyramids)
+    return errors
+
+
 def summarize(per_clip, confidence=0.95):
     """``metric -> {"mean", "ci95", "n"}`` over the finite values (ci95 None for one value)."""
     out = {}

@@ -1,6 +1,9 @@
-"""Audio loading helpers and the tf.data input pipeline (on every Keras backend)."""
+"""Audio loading helpers and both input pipelines, tf.data and pure Python, on every backend."""
 
+import itertools
 import sys
+import threading
+import time
 import warnings
 
 import keras
@@ -30,6 +33,23 @@ def write(path, audio, sr=SR, **kwargs):
 def as_numpy(ds, n=None):
     ds = ds if n is None else ds.take(n)
     return [np.asarray(b) for b in ds.as_numpy_iterator()]
+
+
+def make(pipeline):
+    """The function that builds ``pipeline``'s stream (same arguments for both)."""
+    return {"tf.data": data.audio_dataset, "python": data.audio_batches}[pipeline]
+
+
+def stream(pipeline, *args, n=None, **kwargs):
+    """The first ``n`` (default all) batches of ``pipeline``'s stream, as numpy arrays."""
+    if pipeline == "tf.data":
+        return as_numpy(data.audio_dataset(*args, **kwargs), n)
+    return list(itertools.islice(data.audio_batches(*args, **kwargs), n))
+
+
+@pytest.fixture(params=["tf.data", "python"])
+def pipeline(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +172,13 @@ def test_musdb_helpers(musdb):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_pipeline_shapes_and_dtype(musdb):
+def test_pipeline_shapes_and_dtype(musdb, pipeline):
     clip = data.clip_samples_for_frames(16)
-    ds = data.audio_dataset(musdb / "train", clip, batch_size=3)
-    assert tuple(ds.element_spec.shape) == (3, clip)
-    assert ds.element_spec.dtype.name == "float32"
-    batches = as_numpy(ds, 4)
+    if pipeline == "tf.data":
+        ds = data.audio_dataset(musdb / "train", clip, batch_size=3)
+        assert tuple(ds.element_spec.shape) == (3, clip)
+        assert ds.element_spec.dtype.name == "float32"
+    batches = stream(pipeline, musdb / "train", clip, batch_size=3, n=4)
     assert len(batches) == 4
     for b in batches:
         assert b.shape == (3, clip) and b.dtype == np.float32
@@ -165,21 +186,63 @@ def test_pipeline_shapes_and_dtype(musdb):
         assert np.all(np.sqrt(np.mean(b ** 2, axis=1)) > 1e-3)
 
 
-def test_pipeline_deterministic_with_seed(musdb):
-    kwargs = dict(clip_samples=2048, batch_size=4, musdb_stems=True)
-    a = as_numpy(data.audio_dataset(musdb / "train", seed=7, **kwargs), 5)
-    b = as_numpy(data.audio_dataset(musdb / "train", seed=7, **kwargs), 5)
-    c = as_numpy(data.audio_dataset(musdb / "train", seed=8, **kwargs), 5)
+def test_pipeline_deterministic_with_seed(musdb, pipeline):
+    kwargs = dict(clip_samples=2048, batch_size=4, musdb_stems=True, n=5)
+    a = stream(pipeline, musdb / "train", seed=7, **kwargs)
+    b = stream(pipeline, musdb / "train", seed=7, **kwargs)
+    c = stream(pipeline, musdb / "train", seed=8, **kwargs)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
 
-def test_musdb_layout_uses_mixture_and_optionally_stems(musdb):
+def test_memory_reader_keeps_the_stream(musdb, tmp_path, pipeline):
+    kwargs = dict(clip_samples=2048, batch_size=4, seed=5, musdb_stems=True, n=4)
+    from_files = stream(pipeline, musdb / "train", **kwargs)
+    from_memory = stream(pipeline, musdb / "train", reader="memory", **kwargs)
+    assert len(from_files) == 4
+    np.testing.assert_array_equal(np.stack(from_memory), np.stack(from_files))
+    # resampled files: same crop positions; a NaN outside the crops is not looked at by either
+    late_nan = tone(2.0, sr=48000, freq=1000.0)
+    late_nan[-10:] = np.nan
+    write(tmp_path / "hi_rate.wav", late_nan, sr=48000, subtype="FLOAT")
+    kwargs = dict(clip_samples=4096, batch_size=2, seed=1, n=3)
+    from_files = stream(pipeline, tmp_path, **kwargs)
+    np.testing.assert_array_equal(np.stack(stream(pipeline, tmp_path, reader="memory", **kwargs)),
+                                  np.stack(from_files))
+    assert np.all(np.isfinite(np.stack(from_files)))
+
+
+def test_python_skip_and_threads_keep_the_stream(musdb):
+    kwargs = dict(clip_samples=1024, batch_size=4, weights=[2, 1], seed=2, musdb_stems=True)
+    sources = [musdb / "train", musdb / "test"]
+    full = np.stack(stream("python", sources, num_workers=4, prefetch=8, n=6, **kwargs))
+    serial = stream("python", sources, num_workers=1, prefetch=0, n=6, **kwargs)
+    np.testing.assert_array_equal(np.stack(serial), full)
+    skipped = stream("python", sources, skip=2, n=4, **kwargs)
+    np.testing.assert_array_equal(np.stack(skipped), full[2:])
+    assert stream("python", sources, repeat=False, skip=1000, **kwargs) == []
+    with pytest.raises(ValueError, match="skip"):
+        data.audio_batches(sources, 1024, batch_size=4, skip=-1)
+
+
+def test_python_stream_closed_early_stops_its_threads(musdb):
+    before = threading.active_count()
+    for _ in range(3):
+        batches = data.audio_batches(musdb / "train", 1024, batch_size=2, prefetch=2, num_workers=3)
+        next(batches)
+        batches.close()
+    deadline = time.time() + 10
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+
+
+def test_musdb_layout_uses_mixture_and_optionally_stems(musdb, pipeline):
     def count(**kwargs):
-        ds = data.audio_dataset(musdb / "train", 1024, batch_size=1, repeat=False,
-                                drop_remainder=False, silence_rms_db=None, **kwargs)
-        return sum(b.shape[0] for b in as_numpy(ds))  # counts every crop: silence filter off
+        batches = stream(pipeline, musdb / "train", 1024, batch_size=1, repeat=False,
+                         drop_remainder=False, silence_rms_db=None, **kwargs)
+        return sum(b.shape[0] for b in batches)  # counts every crop: silence filter off
 
     assert count() == 2
     assert count(musdb_stems=True) == 10
@@ -188,20 +251,18 @@ def test_musdb_layout_uses_mixture_and_optionally_stems(musdb):
     assert count(musdb_stems=True, crops_per_file=3) == 30
     # the mixture of a song is the sum of its stems, crops of it are what the pipeline yields
     mixture = data.load_audio(musdb / "train" / "song_000" / "mixture.wav")[0]
-    ds = data.audio_dataset(musdb / "train" / "song_000", 1024, batch_size=1, repeat=False,
-                            shuffle=False)
-    (clip,) = as_numpy(ds)[0]
+    (clip,) = stream(pipeline, musdb / "train" / "song_000", 1024, batch_size=1, repeat=False,
+                     shuffle=False)[0]
     windows = np.lib.stride_tricks.sliding_window_view(mixture, 1024)
     assert np.any(np.all(windows == clip, axis=1))
 
 
-def test_mixed_folder_skips_bad_files(mixed_folder):
+def test_mixed_folder_skips_bad_files(mixed_folder, pipeline):
     clip = SR  # as long as the 48 kHz file once resampled
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = data.audio_dataset(mixed_folder, clip, batch_size=1, repeat=False, shuffle=False,
-                                drop_remainder=False, silence_rms_db=None)
-        clips = np.concatenate(as_numpy(ds))
+        clips = np.concatenate(stream(pipeline, mixed_folder, clip, batch_size=1, repeat=False,
+                                      shuffle=False, drop_remainder=False, silence_rms_db=None))
     messages = [str(w.message) for w in caught if issubclass(w.category, data.AudioDecodeWarning)]
     assert len(messages) == 2
     assert any("corrupt.wav" in m for m in messages) and any("empty.wav" in m for m in messages)
@@ -218,24 +279,22 @@ def test_mixed_folder_skips_bad_files(mixed_folder):
     # several crops of files shorter than a clip: each crop is the whole (padded) file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.AudioDecodeWarning)
-        ds = data.audio_dataset(mixed_folder, clip, batch_size=8, repeat=False, shuffle=False,
-                                drop_remainder=False, silence_rms_db=None, crops_per_file=2)
-        twice = np.concatenate(as_numpy(ds))
+        twice = np.concatenate(stream(pipeline, mixed_folder, clip, batch_size=8, repeat=False,
+                                      shuffle=False, drop_remainder=False, silence_rms_db=None,
+                                      crops_per_file=2))
     np.testing.assert_array_equal(twice, clips[[0, 0, 1, 1, 2, 3, 2, 3]])
 
 
-def test_mixed_folder_repeats_without_crashing(mixed_folder):
+def test_mixed_folder_repeats_without_crashing(mixed_folder, pipeline):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.AudioDecodeWarning)
-        ds = data.audio_dataset(mixed_folder, 4096, batch_size=4, seed=1)
-        batches = as_numpy(ds, 6)
+        batches = stream(pipeline, mixed_folder, 4096, batch_size=4, seed=1, n=6)
     assert [b.shape for b in batches] == [(4, 4096)] * 6
 
 
-def test_resampling_in_pipeline_keeps_pitch(tmp_path):
+def test_resampling_in_pipeline_keeps_pitch(tmp_path, pipeline):
     write(tmp_path / "long48k.wav", tone(3.0, sr=48000, freq=1000.0), sr=48000)
-    ds = data.audio_dataset(tmp_path, 8192, batch_size=8, seed=0)
-    (batch,) = as_numpy(ds, 1)
+    (batch,) = stream(pipeline, tmp_path, 8192, batch_size=8, seed=0, n=1)
     spectrum = np.abs(np.fft.rfft(batch, axis=1))
     peaks = np.argmax(spectrum, axis=1) * SR / 8192
     np.testing.assert_allclose(peaks, 1000.0, atol=SR / 8192)
@@ -243,29 +302,40 @@ def test_resampling_in_pipeline_keeps_pitch(tmp_path):
     assert len({b.tobytes() for b in batch}) > 1  # random positions
 
 
-def test_no_audio_folder_raises(tmp_path, mixed_folder):
+def test_no_audio_folder_raises(tmp_path, mixed_folder, pipeline):
+    build = make(pipeline)
     (tmp_path / "nothing").mkdir()
     (tmp_path / "nothing" / "readme.txt").write_text("hi")
     with pytest.raises(ValueError, match="nothing"):
-        data.audio_dataset(tmp_path / "nothing", 1024, batch_size=2)
+        build(tmp_path / "nothing", 1024, batch_size=2)
     with pytest.raises(ValueError, match="nothing"):
-        data.audio_dataset([mixed_folder, tmp_path / "nothing"], 1024, batch_size=2)
+        build([mixed_folder, tmp_path / "nothing"], 1024, batch_size=2)
     with pytest.raises(FileNotFoundError, match="absent"):
-        data.audio_dataset(tmp_path / "absent", 1024, batch_size=2)
+        build(tmp_path / "absent", 1024, batch_size=2)
     with pytest.raises(ValueError, match="weights"):
-        data.audio_dataset([mixed_folder, mixed_folder], 1024, 2, weights=[1.0])
+        build([mixed_folder, mixed_folder], 1024, 2, weights=[1.0])
 
 
-def test_only_bad_files_error_instead_of_hanging(tmp_path):
+def test_only_bad_files_error_instead_of_hanging(tmp_path, pipeline):
     (tmp_path / "bad.wav").write_bytes(b"nope")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.AudioDecodeWarning)
-        ds = data.audio_dataset(tmp_path, 1024, batch_size=2)
         with pytest.raises(Exception, match="no usable clip"):
-            as_numpy(ds, 1)
+            stream(pipeline, tmp_path, 1024, batch_size=2, n=1)
 
 
-def test_silence_filter(tmp_path):
+def test_python_errors_reach_the_consumer(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"nope")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.AudioDecodeWarning)
+        for num_workers, prefetch in ((1, 0), (4, 2)):  # raised in a worker / prefetch thread
+            batches = data.audio_batches(tmp_path, 1024, batch_size=2, num_workers=num_workers,
+                                         prefetch=prefetch)
+            with pytest.raises(RuntimeError, match="no usable clip"):
+                next(batches)
+
+
+def test_silence_filter(tmp_path, pipeline):
     rng = np.random.default_rng(0)
     folder = tmp_path / "s"
     write(folder / "a_silent.wav", np.zeros(SR, np.float32))
@@ -277,9 +347,8 @@ def test_silence_filter(tmp_path):
           .astype(np.float32), subtype="FLOAT")
 
     def clips(**kwargs):
-        ds = data.audio_dataset(folder, 4096, batch_size=1, repeat=False, drop_remainder=False,
-                                crops_per_file=20, seed=3, **kwargs)
-        return np.concatenate(as_numpy(ds))
+        return np.concatenate(stream(pipeline, folder, 4096, batch_size=1, repeat=False,
+                                     drop_remainder=False, crops_per_file=20, seed=3, **kwargs))
 
     everything = clips(silence_rms_db=None)
     assert everything.shape == (80, 4096)
@@ -290,51 +359,57 @@ def test_silence_filter(tmp_path):
     assert len(clips(silence_rms_db=-100)) > len(kept)  # keeps the -80 dB noise
 
 
-def test_weights_across_folders(tmp_path):
+def test_weights_across_folders(tmp_path, pipeline):
     rng = np.random.default_rng(0)
     for name, sign in (("pos", 1.0), ("neg", -1.0)):
         for i in range(3):
             audio = sign * (0.3 + 0.1 * rng.random(SR // 4))
             write(tmp_path / name / f"{i}.wav", audio.astype(np.float32), subtype="FLOAT")
-    ds = data.audio_dataset([tmp_path / "pos", tmp_path / "neg"], 512, batch_size=50,
-                            weights=[3, 1], seed=0)
-    batches = np.concatenate(as_numpy(ds, 12))
+    sources = [tmp_path / "pos", tmp_path / "neg"]
+    batches = np.concatenate(stream(pipeline, sources, 512, batch_size=50, weights=[3, 1],
+                                    seed=0, n=12))
     fraction = np.mean(batches.mean(axis=1) > 0)
     assert fraction == pytest.approx(0.75, abs=0.07)
-    equal = np.concatenate(as_numpy(data.audio_dataset([tmp_path / "pos", tmp_path / "neg"], 512,
-                                                       batch_size=50, seed=0), 12))
+    equal = np.concatenate(stream(pipeline, sources, 512, batch_size=50, seed=0, n=12))
     assert np.mean(equal.mean(axis=1) > 0) == pytest.approx(0.5, abs=0.07)
+    # a zero weight is never drawn, not even once the other sources are used up
+    once = np.concatenate(stream(pipeline, sources, 512, batch_size=1, weights=[1, 0], seed=0,
+                                 repeat=False))
+    assert len(once) == 3 and np.all(once.mean(axis=1) > 0)
 
 
-def test_callable_reader(tmp_path):
+def test_callable_reader(tmp_path, pipeline):
     (tmp_path / "fake.ogg").write_bytes(b"whatever")
 
     def reader(path):
         assert path.endswith("fake.ogg")
         return np.full((3, 22050), 0.25, np.float32), 22050
 
-    ds = data.audio_dataset(tmp_path, 1000, batch_size=3, repeat=False, shuffle=False,
-                            drop_remainder=False)
     with pytest.warns(data.AudioDecodeWarning, match="fake.ogg"):  # soundfile can't read it
-        assert as_numpy(ds) == []
-    (batch,) = as_numpy(data.audio_dataset(tmp_path, 1000, batch_size=3, reader=reader), 1)
+        assert stream(pipeline, tmp_path, 1000, batch_size=3, repeat=False, shuffle=False,
+                      drop_remainder=False) == []
+    (batch,) = stream(pipeline, tmp_path, 1000, batch_size=3, reader=reader, n=1)
     assert batch.shape == (3, 1000)
     np.testing.assert_allclose(batch[:, 100:900], 0.25, atol=1e-3)
 
 
-def test_tfio_reader_needs_tensorflow_io(tmp_path, monkeypatch):
+def test_tfio_reader_needs_tensorflow_io(tmp_path, monkeypatch, pipeline):
+    build = make(pipeline)
     write(tmp_path / "a.wav", tone(0.2))
     monkeypatch.setitem(sys.modules, "tensorflow_io", None)  # import fails as if not installed
     with pytest.raises(ImportError, match="tensorflow-io"):
-        data.audio_dataset(tmp_path, 1024, batch_size=1, reader="tfio")
+        build(tmp_path, 1024, batch_size=1, reader="tfio")
     with pytest.raises(ValueError, match="reader"):
-        data.audio_dataset(tmp_path, 1024, batch_size=1, reader="ffmpeg")
+        build(tmp_path, 1024, batch_size=1, reader="ffmpeg")
 
 
-def test_fit_on_current_backend(musdb):
+def test_fit_on_current_backend(musdb, pipeline):
     clip = 256
-    ds = data.audio_dataset(musdb / "train", clip, batch_size=4, seed=0)
-    ds = ds.map(lambda x: (x, x))
+    if pipeline == "tf.data":
+        ds = data.audio_dataset(musdb / "train", clip, batch_size=4, seed=0)
+        ds = ds.map(lambda x: (x, x))
+    else:
+        ds = ((b, b) for b in data.audio_batches(musdb / "train", clip, batch_size=4, seed=0))
     inputs = keras.Input((clip,))
     model = keras.Model(inputs, keras.layers.Dense(clip)(inputs))
     model.compile(optimizer="sgd", loss="mse")

@@ -176,14 +176,47 @@ def test_time_limited_segments_end_like_an_uninterrupted_run(reference_run, tmp_
     segments finish bit-identical to the uninterrupted run (how to train within a per-command limit)."""
     run = str(tmp_path / "segmented")
     checkpointer = Checkpointer(os.path.join(run, "checkpoints"))
-    assert train_recipe.main(FAST + ["--out", run, "--max-minutes", "1e-6"]) == 0
+    assert train_recipe.main(FAST + ["--out", run, "--max-minutes", "1e-6", "--export-preset-every", "2"]) == 0
     assert checkpointer.latest()[0] == 1 and not os.path.exists(os.path.join(run, "preset"))
     assert train_recipe.main(["--out", run, "--resume", "--max-minutes", "60", "--quiet"]) == 0
     assert checkpointer.latest()[0] == 4 and os.path.isdir(os.path.join(run, "preset"))
+    # checkpoints and presets stay on multiples of checkpoint_every (2) after the mid-interval resume
+    assert [step for step, _ in checkpointer.list()] == [1, 2, 4]
+    assert sorted(os.listdir(os.path.join(run, "presets"))) == ["step_2", "step_4"]
     assert_same_arrays(latest_arrays(run), latest_arrays(reference_run))
     for bad in (0, -1, "soon", True):
         with pytest.raises(ValueError, match="max_minutes must be a positive number"):
             tu.check_config(dict(tu.load_config("tiny"), max_minutes=bad))
+
+
+def test_python_input_pipeline_trains_without_tensorflow(tmp_path, jax_cache):
+    """`input_pipeline: python` (numpy batches, in-memory reader) trains, checkpoints and exports
+    with TensorFlow unimportable (on the tensorflow backend, where Keras needs it, with TF present);
+    a run time-limited after one step and resumed ends like the uninterrupted run."""
+    python_pipeline = FAST + ["--set", "input_pipeline=python", "--set", "data_reader=memory"]
+    whole = str(tmp_path / "whole")
+    block_tf = keras.backend.backend() != "tensorflow"
+    script = "\n".join([
+        "import runpy, sys",
+        "sys.modules['tensorflow'] = None" if block_tf else "",  # `import tensorflow` now raises
+        f"sys.argv = {['train.py', *python_pipeline, '--out', whole]!r}",
+        f"runpy.run_path({os.path.join(REPO, 'recipes', 'train.py')!r}, run_name='__main__')",
+    ])
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=dict(os.environ, **jax_cache),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert os.path.isdir(os.path.join(whole, "preset"))
+    assert [step for step, _ in Checkpointer(os.path.join(whole, "checkpoints")).list()] == [2, 4]
+    with open(os.path.join(whole, "loss_history.json")) as f:
+        assert all(np.isfinite(loss) for _, loss in json.load(f))
+
+    segmented = str(tmp_path / "segmented")
+    assert train_recipe.main(python_pipeline + ["--out", segmented, "--max-minutes", "1e-6"]) == 0
+    assert train_recipe.main(["--out", segmented, "--resume", "--max-minutes", "60", "--quiet"]) == 0
+    assert_same_arrays(latest_arrays(segmented), latest_arrays(whole))
+    for key, bad in (("input_pipeline", "tfdata"), ("data_reader", "ram")):
+        with pytest.raises(ValueError, match=key):
+            tu.check_config(dict(tu.load_config("tiny"), **{key: bad}))
 
 
 def test_official_configs():

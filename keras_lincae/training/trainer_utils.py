@@ -409,14 +409,19 @@ class TrainingMonitor(keras.callbacks.Callback):
 
 
 class CheckpointCallback(keras.callbacks.Callback):
-    """At each epoch end (= every `checkpoint_every` steps): checkpoint, audio, periodic preset."""
+    """Checkpoint (+ audio, periodic preset) at every multiple of `checkpoint_every` steps, counted
+    from step 0, so a run resumed mid-interval keeps the same checkpoint and preset steps."""
 
     def __init__(self, trainer):
         super().__init__()
         self.trainer = trainer
+        self.every_micro = trainer.config["checkpoint_every"] * trainer.accum
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.trainer.checkpoint()
+    def on_train_batch_end(self, batch, logs=None):
+        micro = self.trainer.monitor.micro  # the monitor runs first and counts this batch
+        if micro % self.every_micro == 0:
+            self.model  # noqa: B018  (on JAX, reading `model` syncs the training state into it)
+            self.trainer.checkpoint()
 
 
 # --------------------------------------------------------------------------------------- run
