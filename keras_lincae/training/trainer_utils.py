@@ -307,8 +307,12 @@ def build_dataset(config, model, batch, seed, skip_batches=0):
 
 
 def first_batch(dataset):
-    """The first batch of `build_dataset`'s stream as a numpy array."""
-    batch = next(iter(dataset))
+    """The first batch of `build_dataset`'s stream as a numpy array (a generator is closed after it,
+    which stops its reading threads and frees its in-memory audio)."""
+    stream = iter(dataset)
+    batch = next(stream)
+    if hasattr(stream, "close"):
+        stream.close()
     return np.asarray(batch[0] if isinstance(batch, tuple) else batch)
 
 
