@@ -567,6 +567,7 @@ class Trainer:
                   f"({self.dist.describe()}, grad_accum {self.accum}, dtype {self.model.dtype_policy.name}); {where}")
         if self.start_micro < self.total_micro:
             self.model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=spe, verbose=0,
+                           shuffle=False,  # the input pipelines shuffle (seeded) themselves
                            callbacks=[self.monitor, CheckpointCallback(self)])
         self.checkpoint(final=True)
         if self.monitor.out_of_time:
