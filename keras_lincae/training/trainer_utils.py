@@ -301,6 +301,11 @@ def build_dataset(config, model, batch, seed, skip_batches=0):
                   reader=config["data_reader"])
     if input_pipeline(config) == "python":
         batches = audio_batches(data_sources(config), clip_samples, batch, skip=skip, **kwargs)
+        if keras.backend.backend() == "tensorflow":  # a static batch size, which Keras' generator adapter drops
+            import tensorflow as tf
+
+            spec = tf.TensorSpec((batch, clip_samples), tf.float32)
+            return tf.data.Dataset.from_generator(lambda: batches, output_signature=spec), mode
         return ((clips,) for clips in batches), mode  # Keras takes generators of (inputs,) tuples
     ds = audio_dataset(data_sources(config), clip_samples, batch, **kwargs)
     return (ds.skip(skip) if skip else ds), mode
