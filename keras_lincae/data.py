@@ -2,9 +2,9 @@
 
 ``audio_dataset`` builds a ``tf.data`` pipeline (TensorFlow needed, imported lazily);
 ``audio_batches`` gives the same kind of stream as a plain Python generator of numpy batches,
-for machines without TensorFlow. Both work with ``keras.Model.fit`` on every Keras backend. Audio is decoded with
-``soundfile`` (WAV, FLAC, OGG, MP3 with libsndfile >= 1.1), resampled with
-``scipy.signal.resample_poly``; every channel becomes its own mono example.
+for machines without TensorFlow. Both work with ``keras.Model.fit`` on every Keras backend.
+Audio is decoded with ``soundfile`` (WAV, FLAC, OGG, MP3 with libsndfile >= 1.1), resampled
+with ``scipy.signal.resample_poly``; every channel becomes its own mono example.
 
 Typical use::
 
