@@ -252,6 +252,7 @@ def convert_official_checkpoint(src_dir, preset_dir=None, scale_factor=None, nam
     if preset_dir is not None:
         model.save_to_preset(
             preset_dir,
+            overwrite=True,
             provenance=f"converted from official linear-cae checkpoint {os.path.abspath(src_dir)}",
             training_mode=name,
         )

@@ -1,12 +1,15 @@
 """Reading and writing presets: `config.json` + `model.weights.h5` + `metadata.json`."""
 
 import datetime
+import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
+import uuid
 
 import keras
 
@@ -17,7 +20,11 @@ from keras_lincae.fs import give_usual_mode
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
+# The files a save writes; an overwrite replaces these and keeps anything else in the folder.
+PRESET_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
+WEIGHTS_CHECKSUM = "weights_sha256"  # metadata.json key: SHA-256 of model.weights.h5
 FORMAT_VERSION = 1
+SAVE_WAIT_SECONDS = 60.0  # how long a load waits for a save of the same preset to finish
 REPO_PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models")
 # Where a (non-editable) wheel installs the shipped presets: pyproject.toml `data-files`.
 INSTALLED_PRESETS_DIR = os.path.join(sys.prefix, "share", "keras_lincae", "saved_models")
@@ -36,6 +43,15 @@ def cache_dir():
     return str(cache_root() / "presets")
 
 
+def file_sha256(path):
+    """Hex SHA-256 of the file at `path`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _write_json(path, data):
     with open(path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
@@ -50,76 +66,250 @@ def _pause(stage):
 
 
 def _siblings(preset_dir, kind):
+    """Work folders `.<name>.<kind>-*` of saves to `preset_dir`, newest first."""
     parent, base = os.path.split(preset_dir)
     prefix = f".{base}.{kind}-"
-    return [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(prefix)] if os.path.isdir(parent) else []
+    if not os.path.isdir(parent):
+        return []
+    found = [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(prefix)]
+    return sorted(found, key=lambda p: os.stat(p).st_mtime if os.path.exists(p) else 0, reverse=True)
+
+
+# ----------------------------------------------------------------------------- save lock
+def _lock_path(preset_dir):
+    parent, base = os.path.split(preset_dir)
+    return os.path.join(parent, f".{base}.lock")
+
+
+def _read_lock(lock):
+    """The lock file's text (`<pid> <host> <token>`), or None when there is none."""
+    try:
+        with open(lock) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _holder_alive(text):
+    """False only for a lock whose process is known to be gone (same host, no such pid)."""
+    if text is None:
+        return False
+    try:
+        pid, host = text.split()[:2]
+        pid = int(pid)
+    except ValueError:
+        return True  # still being written, or not written by a save: never taken over
+    if host != socket.gethostname() or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _take_over(lock, stale):
+    """Remove the stale lock `lock` (text `stale`) unless another process replaced it first."""
+    aside = f"{lock}.{uuid.uuid4().hex}"
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return
+    if _read_lock(aside) != stale:  # moved a new writer's lock aside: put it back
+        try:
+            os.link(aside, lock)
+        except FileExistsError:
+            pass
+    os.remove(aside)
+
+
+def _acquire_lock(preset_dir):
+    """Create the save lock of `preset_dir` (O_EXCL); returns `(path, text)` for `_release_lock`."""
+    lock = _lock_path(preset_dir)
+    text = f"{os.getpid()} {socket.gethostname()} {uuid.uuid4().hex}\n"
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            held = _read_lock(lock)
+            if _holder_alive(held):
+                pid = (held.split() or ["?"])[0]
+                raise RuntimeError(
+                    f"another save of {preset_dir} is in progress (lock file {lock}, pid {pid}); "
+                    "delete the lock file if no such save is running")
+            _take_over(lock, held)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return lock, text
+    raise RuntimeError(f"could not take the lock file {lock} of {preset_dir}: other saves keep taking it")
+
+
+def _release_lock(held):
+    lock, text = held
+    if _read_lock(lock) == text:
+        os.remove(lock)
+
+
+def _save_running(preset_dir):
+    return _holder_alive(_read_lock(_lock_path(os.path.realpath(preset_dir))))
+
+
+def _wait_for_save(preset_dir):
+    """Wait while a live process saves `preset_dir`; True when there was one to wait for."""
+    lock = _lock_path(os.path.realpath(preset_dir))
+    deadline, waited = time.monotonic() + SAVE_WAIT_SECONDS, False
+    while _save_running(preset_dir):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{preset_dir} is being saved by another process (lock file {lock}); try again later")
+        waited = True
+        time.sleep(0.1)
+    return waited
+
+
+# -------------------------------------------------------------------------------- saving
+def _retire_backup(backup, preset_dir):
+    """Move the user's files from a replaced preset in `backup` into `preset_dir`, then delete
+    the old preset's own files and the empty backup (a name clash keeps the file in `backup`)."""
+    old = os.path.join(backup, "preset")
+    if os.path.isdir(old) and _is_saved_preset(preset_dir):
+        for name in os.listdir(old):
+            if name not in PRESET_FILES and not os.path.lexists(os.path.join(preset_dir, name)):
+                os.rename(os.path.join(old, name), os.path.join(preset_dir, name))
+        for name in PRESET_FILES:
+            if os.path.isfile(os.path.join(old, name)):
+                os.remove(os.path.join(old, name))
+    for folder in (old, backup):
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # files left that could not be moved back: kept where they are
+
+
+def _finish_interrupted_saves(preset_dir):
+    """Repair what killed saves to `preset_dir` left (hold its lock); True when a preset was restored.
+
+    Killed between the two renames: the previous preset is renamed back from its backup.
+    Killed after them: the user's files are moved from the backup into the new preset.
+    """
+    restored = False
+    for backup in _siblings(preset_dir, "old"):
+        old = os.path.join(backup, "preset")
+        if not os.path.lexists(preset_dir) and os.path.isdir(old):
+            os.rename(old, preset_dir)
+            restored = True
+        _retire_backup(backup, preset_dir)
+    for staging in _siblings(preset_dir, "staging"):  # only ever holds files a save wrote
+        shutil.rmtree(staging, ignore_errors=True)
+    return restored
 
 
 def recover_preset(preset_dir):
-    """Finish a save that was killed between its two renames: put the previous preset back.
+    """Finish saves to `preset_dir` that were killed midway; returns True when a preset was restored.
 
-    A save moves the old preset to `.<name>.old-*/preset` and then renames the finished
-    staging folder into place; if `preset_dir` is missing but such a backup exists, the backup
-    is restored. Returns True when something was restored.
+    Never touches the files of a save in progress: waits for it while the preset is missing
+    (between its renames). Every load runs this first.
     """
-    preset_dir = os.path.abspath(preset_dir)
-    if os.path.exists(preset_dir):
+    preset_dir = os.path.realpath(preset_dir)
+    if not _siblings(preset_dir, "old") or (os.path.lexists(preset_dir) and _save_running(preset_dir)):
         return False
-    for backup in sorted(_siblings(preset_dir, "old"), key=os.path.getmtime, reverse=True):
-        if _is_preset_dir(os.path.join(backup, "preset")):
-            os.rename(os.path.join(backup, "preset"), preset_dir)
-            shutil.rmtree(backup, ignore_errors=True)
-            return True
-    return False
+    if _wait_for_save(preset_dir):
+        return False
+    try:
+        held = _acquire_lock(preset_dir)
+    except (RuntimeError, OSError):
+        return False  # a save started meanwhile (it repairs), or a read-only folder
+    try:
+        return _finish_interrupted_saves(preset_dir)
+    finally:
+        _release_lock(held)
 
 
-def save_preset(model, preset_dir, **metadata):
-    """Write `model` as a preset directory atomically.
+def _is_saved_preset(path):
+    return all(os.path.isfile(os.path.join(path, name)) for name in (CONFIG_FILE, METADATA_FILE))
 
-    Files are written into a staging sibling `.<name>.staging-*`, then swapped in with two
-    renames (old preset -> `.<name>.old-*/preset`, staging -> `preset_dir`). A process
-    killed at any point leaves the previous preset or the new one: a kill between the
-    renames is repaired by `recover_preset`, which every load and save runs first.
-    Staging folders of killed saves are removed by the next save to the same place.
+
+def check_save_target(preset_dir, overwrite=False, flag="overwrite=True"):
+    """Raise ValueError unless a preset may be saved to `preset_dir`; True when it replaces one.
+
+    Accepted: a new or empty folder, or (with `overwrite`) an existing preset. `flag` is what
+    the error tells the user to pass to replace a preset.
+    """
+    if not os.path.lexists(preset_dir):
+        return False
+    if not os.path.isdir(preset_dir):
+        raise ValueError(f"Cannot save a preset to {preset_dir}: it is a file, not a folder")
+    if not os.listdir(preset_dir):
+        return False
+    if not _is_saved_preset(preset_dir):
+        raise ValueError(
+            f"Cannot save a preset to {preset_dir}: it is not empty and is not a preset; choose an empty or new folder")
+    if not overwrite:
+        raise ValueError(
+            f"Cannot save a preset to {preset_dir}: a preset is already there; pass {flag} to replace it")
+    return True
+
+
+def save_preset(model, preset_dir, overwrite=False, **metadata):
+    """Write `model` as a preset directory atomically; returns its absolute path.
+
+    Refuses a regular file, a non-empty folder that is not a preset, and (unless `overwrite`)
+    an existing preset. Overwriting replaces only `PRESET_FILES`; other files in the folder
+    (e.g. a README.md model card) are kept. Saves to one place are serialised by a lock file
+    `.<name>.lock` (a concurrent save fails; a dead process's lock is taken over).
+
+    Files are written into a fresh staging sibling `.<name>.staging-*`, then swapped in with
+    two renames (old preset -> `.<name>.old-*/preset`, staging -> `preset_dir`), and the user's
+    files are moved over from the old preset. A process killed at any point leaves the
+    previous preset or the new one; the next save or load finishes the job (`recover_preset`).
     """
     from keras_lincae import __version__
 
-    preset_dir = os.path.abspath(preset_dir)
+    preset_dir = os.path.realpath(preset_dir)
     parent, base = os.path.split(preset_dir)
+    check_save_target(preset_dir, overwrite)
     os.makedirs(parent, exist_ok=True)
-    recover_preset(preset_dir)
-    for stale in _siblings(preset_dir, "staging") + _siblings(preset_dir, "old"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = tempfile.mkdtemp(prefix=f".{base}.staging-", dir=parent)
-    give_usual_mode(staging)
+    held = _acquire_lock(preset_dir)
     try:
-        _write_json(os.path.join(staging, CONFIG_FILE), keras.saving.serialize_keras_object(model))
-        model.save_weights(os.path.join(staging, WEIGHTS_FILE))
-        _pause("staged_weights")
-        info = dict(
-            format_version=FORMAT_VERSION,
-            keras_lincae_version=__version__,
-            keras_version=keras.__version__,
-            backend=keras.backend.backend(),
-            sample_rate=model.sample_rate,
-            scale_factor=model.scale_factor,
-            latent_channels=model.latent_channels,
-            parameter_count=int(model.count_params()),
-            date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        )
-        info.update({k: v for k, v in metadata.items() if v is not None})
-        _write_json(os.path.join(staging, METADATA_FILE), info)
-        old = None
-        if os.path.exists(preset_dir):
-            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-            os.rename(preset_dir, os.path.join(old, "preset"))
-        _pause("between_renames")
-        os.rename(staging, preset_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _finish_interrupted_saves(preset_dir)
+        replacing = check_save_target(preset_dir, overwrite)  # again: another save may have finished
+        staging = tempfile.mkdtemp(prefix=f".{base}.staging-", dir=parent)
+        give_usual_mode(staging)
+        try:
+            _write_json(os.path.join(staging, CONFIG_FILE), keras.saving.serialize_keras_object(model))
+            model.save_weights(os.path.join(staging, WEIGHTS_FILE))
+            _pause("staged_weights")
+            info = dict(
+                keras_lincae_version=__version__,
+                keras_version=keras.__version__,
+                backend=keras.backend.backend(),
+                sample_rate=model.sample_rate,
+                scale_factor=model.scale_factor,
+                latent_channels=model.latent_channels,
+                parameter_count=int(model.count_params()),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            )
+            info.update({k: v for k, v in metadata.items() if v is not None})
+            info["format_version"] = FORMAT_VERSION
+            info[WEIGHTS_CHECKSUM] = file_sha256(os.path.join(staging, WEIGHTS_FILE))
+            _write_json(os.path.join(staging, METADATA_FILE), info)
+            backup = None
+            if replacing:
+                backup = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+                os.rename(preset_dir, os.path.join(backup, "preset"))
+            _pause("between_renames")
+            os.rename(staging, preset_dir)  # also replaces an empty folder
+            if backup is not None:
+                _retire_backup(backup, preset_dir)
+        finally:
+            if os.path.exists(staging):
+                shutil.rmtree(staging, ignore_errors=True)
     finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging, ignore_errors=True)
+        _release_lock(held)
     return preset_dir
 
 
@@ -180,24 +370,122 @@ def _official_builtin(name, load_weights):
     return cached
 
 
+def _is_shipped_name(source):
+    """Whether `source` can name a folder of `saved_models/` (no separators, `.` or `..`)."""
+    return source not in (".", "..") and not any(sep and sep in source for sep in (os.sep, os.altsep, "/"))
+
+
 def resolve_preset(source, load_weights=True):
-    """Turn `source` into `(directory or None, config overrides)`; see `_accepted_forms`."""
+    """Turn `source` into a preset directory, or None for a built-in config; see `_accepted_forms`."""
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"preset must be a string or path, got {type(source).__name__}")
     source = os.fspath(source)
+    if not source:
+        raise ValueError(f"Unknown preset '': the name is empty. Accepted: {_accepted_forms()}.")
     if source.startswith("hf://"):
         return _download_hf(source)
-    recover_preset(source)  # a save killed between its renames left the previous preset aside
+    recover_preset(source)  # a save killed midway: put the previous preset back
     if os.path.isdir(source):
         return source
+    if not _is_shipped_name(source):
+        raise ValueError(f"Unknown preset {source!r}: no such folder. Accepted: {_accepted_forms()}.")
     shipped = shipped_preset_dir(source)
-    if source in presets.BUILTIN_PRESETS or os.path.isdir(shipped):
-        if _is_preset_dir(shipped):
-            return shipped
-        if source in presets.BUILTIN_PRESETS and presets.BUILTIN_PRESETS[source]["official_folder"]:
-            return None if not load_weights else _official_builtin(source, load_weights)
+    if _is_preset_dir(shipped):
+        return shipped
+    if source not in presets.BUILTIN_PRESETS:
+        raise ValueError(f"Unknown preset {source!r}. Accepted: {_accepted_forms()}.")
+    if presets.BUILTIN_PRESETS[source]["official_folder"] and load_weights:
+        return _official_builtin(source, load_weights)
+    return None
+
+
+def _read_metadata(directory):
+    """`metadata.json` as a dict ({} when absent); refuses a format newer than this code reads."""
+    path = os.path.join(directory, METADATA_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Preset {directory} has an unreadable {METADATA_FILE}: {error}") from error
+    if not isinstance(info, dict):
+        raise ValueError(f"Preset {directory} has an unreadable {METADATA_FILE}: not a JSON object")
+    version = info.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"Preset {directory}: format_version in {METADATA_FILE} must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        from keras_lincae import __version__
+
+        raise ValueError(
+            f"Preset {directory} has format_version {version}, newer than this keras_lincae "
+            f"({__version__}, format_version {FORMAT_VERSION}) reads; upgrade keras_lincae")
+    return info
+
+
+def _type_matches(value, default):
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, list) and (not default or all(_type_matches(v, default[0]) for v in value))
+    return isinstance(value, type(default))
+
+
+def _check_config_types(cls, config, directory):
+    """Raise ValueError naming the first field of `config.json` whose type differs from its default's."""
+    from keras_lincae.models.lincae import ARCHITECTURE_DEFAULTS
+
+    defaults = dict(ARCHITECTURE_DEFAULTS, **cls._extra_defaults(), name="", trainable=True)
+    for key, value in config.items():
+        if key in defaults and not _type_matches(value, defaults[key]):
+            default = defaults[key]
+            expected = "list" if isinstance(default, (list, tuple)) else type(default).__name__
+            raise ValueError(
+                f"Preset {directory}: {CONFIG_FILE} field {key!r} is {value!r} ({type(value).__name__}), "
+                f"expected {expected} like the default {default!r}")
+
+
+def _build_from_directory(cls, directory, load_weights, overrides):
+    metadata = _read_metadata(directory)
+    try:
+        with open(os.path.join(directory, CONFIG_FILE)) as f:
+            serialized = json.load(f)
+        config = dict(serialized["config"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"Preset {directory} has an unreadable {CONFIG_FILE}: {error}") from error
+    _check_config_types(cls, config, directory)
+    config.update(overrides)
+    model = cls.from_config(config)
+    model.build()
+    if load_weights:
+        weights = os.path.join(directory, WEIGHTS_FILE)
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"Preset {directory} has no {WEIGHTS_FILE}")
+        expected = metadata.get(WEIGHTS_CHECKSUM)
+        actual = file_sha256(weights) if expected is not None else None
+        if actual != expected:
+            raise ValueError(
+                f"Preset weights {weights} are corrupt, truncated or do not match the saved ones: "
+                f"checksum {actual} does not match {METADATA_FILE} ({expected})")
+        try:
+            model.load_weights(weights)
+        except Exception as error:
+            raise ValueError(
+                f"Preset weights {weights} are corrupt, truncated or do not match the config: {error}"
+            ) from error
+    return model
+
+
+def _folder_identity(path):
+    try:
+        stat = os.stat(path)
+    except OSError:
         return None
-    raise ValueError(f"Unknown preset {source!r}. Accepted: {_accepted_forms()}.")
+    return stat.st_dev, stat.st_ino
 
 
 def load_preset(cls, source, load_weights=True, **overrides):
@@ -226,23 +514,11 @@ def load_preset(cls, source, load_weights=True, **overrides):
                 return fresh
             return model
         raise ValueError(f"{directory} is neither a preset nor an official release. Accepted: {_accepted_forms()}.")
+    identity = _folder_identity(directory)
     try:
-        with open(os.path.join(directory, CONFIG_FILE)) as f:
-            serialized = json.load(f)
-        config = dict(serialized["config"])
-    except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"Preset {directory} has an unreadable {CONFIG_FILE}: {error}") from error
-    config.update(overrides)
-    model = cls.from_config(config)
-    model.build()
-    if load_weights:
-        weights = os.path.join(directory, WEIGHTS_FILE)
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"Preset {directory} has no {WEIGHTS_FILE}")
-        try:
-            model.load_weights(weights)
-        except Exception as error:
-            raise ValueError(
-                f"Preset weights {weights} are corrupt, truncated or do not match the config: {error}"
-            ) from error
-    return model
+        return _build_from_directory(cls, directory, load_weights, overrides)
+    except (OSError, ValueError):
+        # A save replaced the folder while it was read: read the new preset once more.
+        if not _wait_for_save(directory) and _folder_identity(directory) == identity:
+            raise
+    return _build_from_directory(cls, directory, load_weights, overrides)

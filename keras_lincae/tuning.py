@@ -478,7 +478,8 @@ class LinCAETuner(keras_tuner.Tuner):
         train_steps = (epochs - first) * s.steps
         clips = sample_training_clips(self.data, train_steps * s.batch_size, seed=[s.seed, first])
         history = model.fit(clips, batch_size=s.batch_size, epochs=1, shuffle=False, verbose=0)
-        preset = model.save_to_preset(self.trial_preset_dir(trial.trial_id), tuning_trial=trial.trial_id)
+        preset = model.save_to_preset(self.trial_preset_dir(trial.trial_id), overwrite=True,
+                                      tuning_trial=trial.trial_id)
 
         trained = self._compile(LinCAE.from_preset(preset))  # fresh seed state: paired with init
         metrics = {"val_loss": self._evaluate(trained), "val_loss_init": val_loss_init}
@@ -680,6 +681,7 @@ def write_best_preset(tuner, preset_dir):
     s = tuner.settings
     return model.save_to_preset(
         os.fspath(preset_dir),
+        overwrite=True,
         tuning={
             "trial": best.trial_id,
             "tuner": s.tuner,

@@ -1,13 +1,15 @@
 """Copy a trained run's preset into `saved_models/<name>` and write its model card.
 
     python recipes/ship_preset.py RUN_DIR NAME --eval LABEL=EVAL_DIR [--eval ...] \
-        [--hardware TEXT] [--notes FILE]
+        [--hardware TEXT] [--notes FILE] [--out DIR] [--overwrite]
 
 RUN_DIR is a `recipes/train.py` run (its final EMA preset in RUN_DIR/preset, its config in
 RUN_DIR/config.yaml); each EVAL_DIR is a `recipes/evaluate.py --out` folder whose
 `results.md` goes into the card under LABEL, with the command that produced it
 (`EVAL_DIR/command.txt` when present). The preset is re-saved atomically with provenance
-metadata (name, training config, steps, wall time, hardware).
+metadata (name, training config, steps, wall time, hardware). The output folder must be new or
+empty; replacing a preset already there needs `--overwrite` (other files in it are kept).
+User errors print one line to stderr and exit with status 2.
 """
 
 import argparse
@@ -170,16 +172,31 @@ def main(argv=None):
     parser.add_argument("--hardware", default=f"CPU ({platform.machine()}, {os.cpu_count()} cores)")
     parser.add_argument("--notes", default=None, help="Markdown file appended to the card")
     parser.add_argument("--out", default=None, help="default saved_models/NAME in this checkout")
+    parser.add_argument("--overwrite", action="store_true", help="replace the preset already in --out")
     args = parser.parse_args(argv)
+    try:
+        return _ship(args)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"ship_preset: error: {error}", file=sys.stderr)
+        return 2
 
+
+def _ship(args):
     from keras_lincae import LinCAE
+    from keras_lincae.preset_io import check_save_target
 
+    out = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", args.name)
+    check_save_target(os.path.abspath(out), args.overwrite, flag="--overwrite")  # before the slow part
+    evals = [tuple(item.split("=", 1)) for item in args.eval]
+    for item, pair in zip(args.eval, evals):
+        if len(pair) != 2 or not os.path.isfile(os.path.join(pair[1], "results.md")):
+            raise ValueError(f"--eval {item!r} must be LABEL=EVAL_DIR with an EVAL_DIR/results.md")
+    notes = open(args.notes).read() if args.notes else ""
     preset_dir = os.path.join(args.run_dir, "preset")
     phases = [dict(run=os.path.basename(os.path.abspath(run)), config=c, steps=_steps_of(p),
                    hours=_wall_time_hours(run, p))
               for run, c, p in _phases(args.run_dir)]
     config = phases[-1]["config"]
-    out = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", args.name)
     trained = LinCAE.from_preset(preset_dir)
     meta = dict(
         name=args.name,
@@ -194,16 +211,15 @@ def main(argv=None):
         training_mode=config.get("model", {}).get("mode"),
     )
     model = _without_ema_shadows(trained)
-    model.save_to_preset(out, provenance=meta)
-    evals = [tuple(item.split("=", 1)) for item in args.eval]
-    notes = open(args.notes).read() if args.notes else ""
     card = _card(args.name, model, config, meta, evals, notes)
+    model.save_to_preset(out, overwrite=args.overwrite, provenance=meta)
     tmp = os.path.join(out, ".README.md.tmp")
     with open(tmp, "w") as f:
         f.write(card)
     os.replace(tmp, os.path.join(out, "README.md"))
     print(f"{out}: preset + README.md ({os.path.getsize(os.path.join(out, 'model.weights.h5')) / 1e6:.1f} MB weights)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -538,7 +538,7 @@ class Trainer:
             saved = [np.array(keras.ops.convert_to_numpy(w.value)) for w in sources]
             model.use_ema_weights()
         try:
-            model.save_to_preset(path, training_step=self.step, training_config=self.config,
+            model.save_to_preset(path, overwrite=True, training_step=self.step, training_config=self.config,
                                  weights="ema" if model.ema_weights else "raw")
         finally:
             if model.ema_weights:
