@@ -481,13 +481,15 @@ class LinCAE(keras.Model):
 
         return load_preset(cls, preset, load_weights=load_weights, **overrides)
 
-    def save_to_preset(self, preset_dir, **metadata):
-        """Write this model as a preset directory (atomically). Extra metadata is stored as given."""
+    def save_to_preset(self, preset_dir, overwrite=False, **metadata):
+        """Write this model as a preset directory (atomically). `overwrite=True` replaces an
+        existing preset's own files; a non-empty folder that is not a preset is refused. Extra
+        metadata is stored as given."""
         from keras_lincae.preset_io import save_preset
 
         if not self.built:
             self.build()
-        return save_preset(self, preset_dir, **metadata)
+        return save_preset(self, preset_dir, overwrite=overwrite, **metadata)
 
     # ---------------------------------------------------------------- config
     def get_config(self):
