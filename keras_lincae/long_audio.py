@@ -350,7 +350,7 @@ def decode_long(model, chunked_latents, steps=1, seed=None, batch_size=1, length
     chunked_latents.check()
     steps = validation.check_steps(steps)
     batch_size = _check_batch_size(batch_size)
-    seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else validation.check_seed(seed)
+    seed = int(np.random.SeedSequence().entropy % (validation.MAX_SEED + 1)) if seed is None else validation.check_seed(seed)
     if chunked_latents.sample_rate != model.sample_rate:
         raise ValueError(
             f"latents describe {chunked_latents.sample_rate} Hz audio, the model runs at {model.sample_rate} Hz"

@@ -134,7 +134,7 @@ class ScaledComplexSTFT(keras.layers.Layer):
         real = ops.pad(real, ((0, 0), (0, 0), (0, 1)))
         imag = ops.pad(imag, ((0, 0), (0, 0), (0, 1)))
         frames = ops.irfft((real, imag), fft_length=self.n_fft)
-        return self._overlap_add(frames * self._synthesis_window)
+        return self._overlap_add(frames * ops.convert_to_tensor(self._synthesis_window, "float32"))
 
     def call(self, audio):
         return self.to_representation(audio)

@@ -8,7 +8,7 @@ from keras_lincae.backend_dispatch import compile_inference_function
 from keras_lincae.layers.decoder import ConsistencyDecoder
 from keras_lincae.layers.encoder import LinCAEEncoder
 from keras_lincae.layers.frontend import ScaledComplexSTFT
-from keras_lincae.models import validation
+from keras_lincae.models import losses, validation
 
 FRONTEND_ARGS = ("hop_size", "n_fft_factor", "alpha_rescale", "beta_rescale", "sample_rate")
 ENCODER_ARGS = (
@@ -86,6 +86,9 @@ TRAINING_DEFAULTS = dict(
     # M2L baseline augmentations.
     mixit_prob=0.5,
     scale_augmentation=True,
+    # Objective: "consistency" (the official one) or "one_step_spectral" (a warm start of the
+    # 1-step regime: decode from sigma_max, multi-resolution spectral loss on the waveform).
+    objective="consistency",
     # Consistency training.
     p_mean=-1.1,
     p_std=2.0,
@@ -99,6 +102,9 @@ TRAINING_DEFAULTS = dict(
     ema_warmup=True,
 )
 TRAINING_MODES = ("lin_cae", "lin_cae_2", "m2l")
+MAX_CHUNK_SECONDS = 20.0  # encode / decode / autoencode chunk longer inputs (settable per call)
+MAX_DECODE_STEPS = validation.MAX_DECODE_STEPS
+OBJECTIVES = ("consistency", "one_step_spectral")
 
 
 def sampling_sigmas(steps, sigma_min, sigma_max, rho):
@@ -151,7 +157,7 @@ class LinCAE(keras.Model):
         super().__init__(**base_kwargs)
         self._config = config
         validation.check_architecture(config)
-        validation.check_training(config, TRAINING_MODES)
+        validation.check_training(config, TRAINING_MODES, OBJECTIVES)
         policy = self.dtype_policy
         self.frontend = ScaledComplexSTFT(**{k: config[k] for k in FRONTEND_ARGS}, name="frontend")
         self.encoder = LinCAEEncoder(
@@ -259,6 +265,9 @@ class LinCAE(keras.Model):
            `sigma_step` from the annealed step size; the `sigma_step` branch is a
            stop-gradient target; pseudo-Huber loss weighted by
            `1 / (sigma - sigma_step)`.
+           With `objective="one_step_spectral"` instead: a 1-step decode from
+           `sigma_max` noise, multi-resolution spectral loss against the audio
+           (`models/losses.py`; not in the paper, a warm start for small budgets).
         During evaluation (`training=False`) steps 1-4 are skipped.
         """
         from keras_lincae.training import augment
@@ -301,6 +310,20 @@ class LinCAE(keras.Model):
             audio = augment.apply_gain(audio, gains)
             latents = augment.apply_gain(latents, gains)
         representation = self.frontend.to_representation(audio)
+        pyramid = self.decoder.latent_pyramid(ops.cast(latents, self.compute_dtype), training=training)
+        if self.objective == "one_step_spectral":
+            loss = self._one_step_spectral_loss(audio, representation, pyramid, training)
+        else:
+            loss = self._consistency_loss(representation, pyramid, step, training)
+        if training:
+            self._advance_training_state()
+        return loss
+
+    def _consistency_loss(self, representation, pyramid, step, training):
+        """Official consistency training: one noise draw, pseudo-Huber to the `sigma_step` branch."""
+        from keras_lincae.training import augment
+
+        seed = self._train_seed
         items = representation.shape[0]
         noise = keras.random.normal(ops.shape(representation), seed=seed)
         index = augment.sample_noise_indices(
@@ -311,18 +334,25 @@ class LinCAE(keras.Model):
             step, self.total_steps, self.base_step, self.start_exp, self.end_exp
         )
         sigma, sigma_step = augment.consistency_sigmas(index, step_size, self.sigma_min, self.sigma_max, self.rho)
-        pyramid = self.decoder.latent_pyramid(ops.cast(latents, self.compute_dtype), training=training)
         target = self.decoder.denoise(augment.add_noise(representation, noise, sigma_step), sigma_step, pyramid, training)
         prediction = self.decoder.denoise(augment.add_noise(representation, noise, sigma), sigma, pyramid, training)
-        loss = augment.pseudo_huber_loss(
+        return augment.pseudo_huber_loss(
             ops.stop_gradient(target),
             prediction,
             weights=augment.consistency_loss_weight(sigma, sigma_step),
             c=self.huber_c,
         )
-        if training:
-            self._advance_training_state()
-        return loss
+
+    def _one_step_spectral_loss(self, audio, representation, pyramid, training):
+        """1-step decode from `sigma_max` noise, phase-blind spectral loss against `audio`.
+
+        The `n_fft - hop` samples at each end, where the inverse STFT is not exact, are left out.
+        """
+        noise = keras.random.normal(ops.shape(representation), seed=self._train_seed)
+        sigma = ops.full((representation.shape[0],), self.sigma_max)
+        decoded = self.frontend.to_waveform(self.decoder.denoise(noise * self.sigma_max, sigma, pyramid, training))
+        edge, length = self.frontend.n_fft - self.hop_size, decoded.shape[-1]
+        return losses.multi_resolution_spectral_loss(decoded[:, edge : length - edge], audio[:, edge : length - edge])
 
     def _encode_unscaled(self, audio, training):
         representation = self.frontend.to_representation(audio)
@@ -379,35 +409,76 @@ class LinCAE(keras.Model):
             self._compiled[key] = compile_inference_function(self, fn)
         return self._compiled[key]
 
-    def encode(self, audio):
+    def encode(self, audio, max_chunk_seconds=MAX_CHUNK_SECONDS):
         """Audio -> latents multiplied by `scale_factor`.
 
         Args:
             audio: `(batch, samples)` or `(batch, channels, samples)` float audio at
                 `sample_rate`, at least `n_fft` samples (`4 * hop_size`).
+            max_chunk_seconds: float or None, `MAX_CHUNK_SECONDS`. Longer audio is
+                encoded in chunks of whole latent frames (as the official model
+                does), so memory stays flat in the length; None: one call.
         Returns:
             `(batch, frames, latent_channels)` (or `(batch, channels, frames,
             latent_channels)`), `frames = latent_length(samples)`; 441,000
             samples give 108 frames with the default architecture.
+        Raises:
+            ValueError: bad audio, or audio so loud that the latents overflow.
         """
         audio, channels = validation.check_audio(audio, min_samples=self.frontend.n_fft)
-        latents = self._function("encode", lambda x: self(x, training=False))(audio)
+        chunk = self._chunk_frames(max_chunk_seconds)
+        encode = self._function("encode", lambda x: self(x, training=False))
+        if chunk is None or self.latent_length(audio.shape[-1]) <= chunk:
+            latents = encode(audio)
+        else:
+            latents = self._encode_chunked(encode, audio, chunk)
+        validation.check_finite_output(latents, "encode's latents", "scale the audio into [-1, 1]")
         return validation.restore_channels(latents, channels)
 
-    def decode(self, latents, steps=1, seed=None, noise=None):
+    def _chunk_frames(self, max_chunk_seconds):
+        """Latent frames per chunk for `max_chunk_seconds` (None: no chunking)."""
+        if max_chunk_seconds is None:
+            return None
+        if isinstance(max_chunk_seconds, bool) or not isinstance(max_chunk_seconds, (int, float)) or not (
+            0 < max_chunk_seconds < float("inf")
+        ):
+            raise ValueError(f"max_chunk_seconds must be a positive number or None, got {max_chunk_seconds!r}")
+        return max(2, int(round(max_chunk_seconds * self.sample_rate / self.samples_per_latent)))
+
+    def _encode_chunked(self, encode, audio, chunk):
+        """Encode `chunk` latent frames at a time on the whole signal's frame grid; concatenate."""
+        total = self.latent_length(audio.shape[-1])
+        window = self.frontend.num_samples(chunk * self.time_downsampling)
+        audio = ops.convert_to_numpy(audio)
+        pieces = []
+        for first in range(0, total, chunk):
+            part = audio[:, first * self.samples_per_latent :][:, :window]
+            part = np.pad(part, ((0, 0), (0, window - part.shape[-1])))  # fixed shape: one compilation
+            pieces.append(ops.convert_to_numpy(encode(part))[:, : min(chunk, total - first)])
+        return ops.convert_to_tensor(np.concatenate(pieces, axis=1))
+
+    def decode(self, latents, steps=1, seed=None, noise=None, max_chunk_seconds=MAX_CHUNK_SECONDS):
         """Latents (multiplied by `scale_factor`) -> audio.
 
         Args:
             latents: `(batch, frames, latent_channels)` or
                 `(batch, channels, frames, latent_channels)`.
-            steps: int, 1. Consistency sampling steps.
-            seed: int or None. Seed of the noise draws (reproducible per backend).
+            steps: int in [1, `MAX_DECODE_STEPS`], 1. Consistency sampling steps;
+                one compiled sampler step serves every step, so memory does not
+                grow with `steps`.
+            seed: int in [0, 2**32 - 1] or None. Seed of the noise draws
+                (reproducible per backend).
             noise: optional standard-normal starting noise
                 `(batch, time_downsampling * frames, 2 * hop_size, 2)` (the official
                 `initial_noise / sigma_max`, transposed to our layout), or a list of
                 up to `steps` such draws (one per step); missing draws come from `seed`.
+            max_chunk_seconds: float or None. Longer latents are decoded in chunks
+                overlapping by a quarter, crossfaded inside the exact region of
+                the inverse STFT (the official scheme); None: one call.
         Returns:
             `(batch, decoded_length(frames))` audio (or `(batch, channels, samples)`).
+        Raises:
+            ValueError: bad arguments, or NaN/inf audio (latents far out of range).
         """
         latents, channels = validation.check_latents(latents, self.latent_channels)
         steps = validation.check_steps(steps)
@@ -417,16 +488,41 @@ class LinCAE(keras.Model):
         given = [] if noise is None else list(noise) if isinstance(noise, (list, tuple)) else [noise]
         if len(given) > steps:
             raise ValueError(f"got {len(given)} noise draws for a {steps}-step decode")
-        draws = [validation.check_noise(n, shape) for n in given]
-        draws += [keras.random.normal(shape, seed=seed) for _ in range(steps - len(draws))]
-        sigmas = sampling_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)
-        sampler = self._function(("decode", steps), lambda z, *n: self._sample(z, n, sigmas))
-        audio = sampler(latents, *draws)
+        given = [validation.check_noise(n, shape) for n in given]
+        draws = [given[k] if k < len(given) else keras.random.normal(shape, seed=seed) for k in range(steps)]
+        chunk = self._chunk_frames(max_chunk_seconds)
+        if chunk is None or frames <= chunk:
+            audio = self._sample_steps(latents, draws)
+        else:
+            audio = self._decode_chunked(latents, draws, chunk)
+        validation.check_finite_output(audio, "decoded audio", "the latents are far outside the range encode gives")
         return validation.restore_channels(audio, channels)
 
+    def _sample_steps(self, latents, draws):
+        """Sampler over `draws` (one per step): 1 step fused, more steps through one compiled step."""
+        steps = len(draws)
+        sigmas = sampling_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)
+        if steps == 1:
+            return self._function(("decode", 1), lambda z, n: self._sample(z, [n], sigmas))(latents, draws[0])
+        pyramid = self._function("latent_pyramid", self._latent_pyramid)(latents)
+        step = self._function("sampler_step", self._sampler_step)
+        x = None
+        for k, draw in enumerate(draws):
+            renoise = sigmas[0] if k == 0 else float(np.sqrt(sigmas[k] ** 2 - self.sigma_min**2))
+            x = step(x if x is not None else ops.zeros_like(draw), draw, *(
+                ops.convert_to_tensor(np.float32(v)) for v in (renoise, sigmas[k])), pyramid)
+        return self._function("to_waveform", self.frontend.to_waveform)(x)
+
+    def _latent_pyramid(self, latents):
+        return self.decoder.latent_pyramid(ops.cast(latents / self.scale_factor, self.compute_dtype))
+
+    def _sampler_step(self, x, draw, renoise, sigma, pyramid):
+        """`denoise(x + renoise * draw)` at noise level `sigma` (scalars as tensors: one trace)."""
+        return self.decoder.denoise(x + renoise * draw, sigma, pyramid)
+
     def _sample(self, latents, draws, sigmas):
-        """Consistency sampling: denoise from `sigmas[0]`, re-noise to each next level."""
-        pyramid = self.decoder.latent_pyramid(ops.cast(latents / self.scale_factor, self.compute_dtype))
+        """Consistency sampling traced as one graph: denoise from `sigmas[0]`, re-noise to each next level."""
+        pyramid = self._latent_pyramid(latents)
         x = draws[0] * sigmas[0]
         for k in range(len(draws)):
             if k > 0:
@@ -435,7 +531,36 @@ class LinCAE(keras.Model):
             x = self.decoder.denoise(x, batch_sigma, pyramid)
         return self.frontend.to_waveform(x)
 
-    def autoencode(self, audio, steps=1, seed=None, noise=None):
+    def _decode_chunked(self, latents, draws, chunk):
+        """Decode `chunk`-frame windows overlapping by a quarter; crossfade them linearly.
+
+        Inside an overlap, each window's first and last `n_fft - hop` samples (inexact inverse
+        STFT) get zero weight; linear ramps summing to one cover the rest of the overlap.
+        """
+        frames = int(latents.shape[1])
+        unit, edge = self.samples_per_latent, self.frontend.n_fft - self.hop_size
+        td, step = self.time_downsampling, chunk - max(1, chunk // 4)
+        starts = list(range(0, frames - chunk, step)) + [frames - chunk]
+        span = self.decoded_length(chunk)
+        out = np.zeros((int(latents.shape[0]), self.decoded_length(frames)), np.float32)
+        total_weight = np.zeros(out.shape[-1], np.float32)
+        t = np.arange(span, dtype=np.float32)
+        for i, first in enumerate(starts):
+            window = [d[:, first * td : (first + chunk) * td] for d in draws]
+            piece = ops.convert_to_numpy(self._sample_steps(latents[:, first : first + chunk], window))
+            weight = np.ones(span, np.float32)
+            if i > 0:  # fade in over the exact part of the overlap with the previous window
+                ramp = (chunk - first + starts[i - 1]) * unit - edge
+                weight = np.minimum(weight, np.clip((t - edge) / ramp, 0.0, 1.0))
+            if i < len(starts) - 1:
+                ramp = (chunk - starts[i + 1] + first) * unit - edge
+                weight = np.minimum(weight, np.clip((span - edge - t) / ramp, 0.0, 1.0))
+            offset = first * unit
+            out[:, offset : offset + span] += piece * weight
+            total_weight[offset : offset + span] += weight
+        return ops.convert_to_tensor(out / np.maximum(total_weight, 1e-12))
+
+    def autoencode(self, audio, steps=1, seed=None, noise=None, max_chunk_seconds=MAX_CHUNK_SECONDS):
         """Encode and decode, returning exactly the input's samples.
 
         The audio is padded with `n_fft - hop_size` zeros in front (so the first
@@ -444,15 +569,16 @@ class LinCAE(keras.Model):
         is cropped back to the input length.
 
         Args: `audio` `(batch, samples)` or `(batch, channels, samples)`; `steps`,
-            `seed`, `noise` as in `decode` (noise shaped for the padded audio).
+            `seed`, `noise`, `max_chunk_seconds` as in `decode` (noise shaped for
+            the padded audio).
         Returns: audio of the input's shape.
         """
         audio, channels = validation.check_audio(audio, min_samples=1)
         num_samples = int(audio.shape[-1])
         front, back = self.autoencode_padding(num_samples)
         padded = ops.pad(audio, ((0, 0), (front, back)))
-        latents = self._function("encode", lambda x: self(x, training=False))(padded)
-        decoded = self.decode(latents, steps=steps, seed=seed, noise=noise)
+        latents = self.encode(padded, max_chunk_seconds=max_chunk_seconds)
+        decoded = self.decode(latents, steps=steps, seed=seed, noise=noise, max_chunk_seconds=max_chunk_seconds)
         return validation.restore_channels(decoded[:, front : front + num_samples], channels)
 
     def autoencode_padding(self, num_samples):

@@ -6,6 +6,8 @@ from keras import ops
 
 
 def _as_float_tensor(value, what):
+    if value is None or isinstance(value, (str, bytes, dict, bool, int, float)):
+        raise TypeError(f"{what} must be a float array or tensor, got {type(value).__name__}")
     if isinstance(value, (list, tuple, np.ndarray, np.generic)):
         array = np.asarray(value)
         if not np.issubdtype(array.dtype, np.floating):
@@ -72,16 +74,27 @@ def restore_channels(tensor, channels):
     return ops.reshape(tensor, (shape[0] // channels, channels) + shape[1:])
 
 
+MAX_DECODE_STEPS = 100  # the official sampler stops gaining long before; bounds time per call
+MAX_SEED = 2**32 - 1
+
+
 def check_steps(steps):
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_DECODE_STEPS:
+        raise ValueError(f"steps must be an integer in [1, {MAX_DECODE_STEPS}], got {steps!r}")
     return int(steps)
 
 
 def check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}] or None, got {seed!r}")
     return int(seed)
+
+
+def check_finite_output(tensor, what, hint):
+    """Raise ValueError when the model produced NaN or infinite values (`what` names them)."""
+    if not bool(ops.convert_to_numpy(ops.all(ops.isfinite(tensor)))):
+        raise ValueError(f"{what} contains NaN or infinite values: {hint}")
+    return tensor
 
 
 def check_noise(noise, shape):
@@ -112,10 +125,12 @@ def check_architecture(config):
         raise ValueError(f"scale_factor must be positive and finite, got {config['scale_factor']}")
 
 
-def check_training(config, modes):
+def check_training(config, modes, objectives):
     """Raise ValueError for inconsistent training fields."""
     if config["mode"] not in modes:
         raise ValueError(f"mode must be one of {list(modes)}, got {config['mode']!r}")
+    if config["objective"] not in objectives:
+        raise ValueError(f"objective must be one of {list(objectives)}, got {config['objective']!r}")
     if not 0 <= config["gain_min"] <= config["gain_max"]:
         raise ValueError(f"gain range must satisfy 0 <= gain_min <= gain_max, got [{config['gain_min']}, {config['gain_max']}]")
     if not 0 <= config["mix_weight_min"] <= config["mix_weight_max"] <= 1:

@@ -1,0 +1,134 @@
+"""Bounded inference (steps, chunked long inputs), non-finite guards and the one-step objective."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import music_like, to_numpy
+
+from keras_lincae import LinCAE
+from keras_lincae.backend_dispatch import compile_inference_function
+from keras_lincae.models import losses
+from keras_lincae.models.lincae import MAX_DECODE_STEPS, sampling_sigmas
+
+N = 12_000
+
+
+def _noise(model, frames, seed=0, count=1):
+    shape = (1, frames * model.time_downsampling, 2 * model.hop_size, model.data_channels)
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype("float32") for _ in range(count)]
+
+
+@pytest.mark.parametrize("bad", [0, MAX_DECODE_STEPS + 1, 2.0, True])
+def test_steps_are_bounded(tiny_model, bad):
+    latents = to_numpy(tiny_model.encode(music_like(N)))
+    with pytest.raises(ValueError, match="steps must be an integer in"):
+        tiny_model.decode(latents, steps=bad)
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, 1.5])
+def test_seed_out_of_range_is_a_value_error(tiny_model, bad):
+    latents = to_numpy(tiny_model.encode(music_like(N)))
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        tiny_model.decode(latents, seed=bad)
+
+
+def test_missing_audio_names_the_argument(tiny_model):
+    with pytest.raises(TypeError, match="audio must be a float array"):
+        tiny_model.encode(None)
+
+
+def test_multi_step_decode_reuses_one_compiled_step(tiny_model):
+    latents = to_numpy(tiny_model.encode(music_like(N)))
+    draws = _noise(tiny_model, latents.shape[1], count=4)
+    stepped = to_numpy(tiny_model.decode(latents, steps=4, noise=draws))
+    sigmas = sampling_sigmas(4, tiny_model.sigma_min, tiny_model.sigma_max, tiny_model.rho)
+    fused_sampler = compile_inference_function(tiny_model, lambda z, *n: tiny_model._sample(z, n, sigmas))
+    fused = to_numpy(fused_sampler(keras.ops.convert_to_tensor(latents), *draws))
+    np.testing.assert_allclose(stepped, fused, atol=1e-5)
+    tiny_model.decode(latents, steps=7, seed=0)
+    assert ("decode", 4) not in tiny_model._compiled and ("decode", 7) not in tiny_model._compiled
+    assert "sampler_step" in tiny_model._compiled
+
+
+def test_long_encode_is_chunked_on_the_latent_grid(tiny_model):
+    audio = music_like(4096 * 12 + 1000)
+    whole = to_numpy(tiny_model.encode(audio, max_chunk_seconds=None))
+    chunked = to_numpy(tiny_model.encode(audio, max_chunk_seconds=5 * 4096 / 44100))
+    assert chunked.shape == whole.shape
+    assert not np.allclose(chunked, whole)  # chunks were encoded on their own
+    # The first chunk sees exactly its own audio: its frames away from the cut agree.
+    first = to_numpy(tiny_model.encode(audio[:, : tiny_model.decoded_length(5)], max_chunk_seconds=None))
+    np.testing.assert_allclose(chunked[:, :5], first, atol=1e-5)
+
+
+def test_long_decode_is_chunked_and_crossfaded(tiny_model):
+    latents = to_numpy(tiny_model.encode(music_like(4096 * 14), max_chunk_seconds=None))
+    noise = _noise(tiny_model, latents.shape[1])
+    whole = to_numpy(tiny_model.decode(latents, noise=noise, max_chunk_seconds=None))
+    chunked = to_numpy(tiny_model.decode(latents, noise=noise, max_chunk_seconds=6 * 4096 / 44100))
+    assert chunked.shape == whole.shape and np.isfinite(chunked).all()
+    # Before the first overlap the first window alone is used: identical to its own decode.
+    first = to_numpy(tiny_model.decode(latents[:, :6], noise=[n[:, : 6 * 8] for n in noise], max_chunk_seconds=None))
+    cut = 5 * 4096  # windows of 6 frames every 5: the second starts at latent frame 5
+    np.testing.assert_allclose(chunked[:, :cut], first[:, :cut], atol=1e-5)
+    # After the last overlap only the last window counts.
+    frames, span, edge = latents.shape[1], tiny_model.decoded_length(6), 1536
+    starts = list(range(0, frames - 6, 5)) + [frames - 6]
+    last = to_numpy(tiny_model.decode(latents[:, -6:], noise=[n[:, -6 * 8 :] for n in noise], max_chunk_seconds=None))
+    tail = starts[-2] * 4096 + span - edge
+    np.testing.assert_allclose(chunked[:, tail:], last[:, tail - starts[-1] * 4096 :], atol=1e-5)
+    assert not np.allclose(chunked, whole)
+
+
+def test_autoencode_of_long_audio_keeps_every_sample(tiny_model):
+    audio = music_like(4096 * 9 + 77)
+    out = to_numpy(tiny_model.autoencode(audio, seed=0, max_chunk_seconds=3 * 4096 / 44100))
+    assert out.shape == audio.shape and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), "10"])
+def test_bad_chunk_length(tiny_model, bad):
+    with pytest.raises(ValueError, match="max_chunk_seconds"):
+        tiny_model.encode(music_like(N), max_chunk_seconds=bad)
+
+
+def test_overflowing_audio_raises_instead_of_nan_latents(tiny_model):
+    with pytest.raises(ValueError, match="latents contains NaN or infinite values"):
+        tiny_model.encode(np.full((1, N), 3e38, "float32"))
+
+
+def test_out_of_range_latents_raise_instead_of_nan_audio(tiny_model):
+    latents = to_numpy(tiny_model.encode(music_like(N)))
+    with pytest.raises(ValueError, match="decoded audio contains NaN or infinite values"):
+        tiny_model.decode(np.full_like(latents, 3e38), seed=0)
+
+
+def test_spectral_loss_is_phase_blind_and_scale_aware():
+    rng = np.random.default_rng(0)
+    t = np.arange(8192) / 44100.0
+    tone = np.sin(2 * np.pi * 440.0 * t)[None].astype("float32")
+    shifted = np.sin(2 * np.pi * 440.0 * t + 1.3)[None].astype("float32")
+    noise = (0.3 * rng.standard_normal((1, 8192))).astype("float32")
+    same = float(to_numpy(losses.multi_resolution_spectral_loss(shifted, tone)))
+    quieter = float(to_numpy(losses.multi_resolution_spectral_loss(0.5 * tone, tone)))
+    other = float(to_numpy(losses.multi_resolution_spectral_loss(noise, tone)))
+    assert same < quieter < other
+    silent = to_numpy(losses.multi_resolution_spectral_loss(np.zeros_like(tone), np.zeros_like(tone)))
+    assert np.isfinite(silent)
+
+
+@pytest.mark.parametrize("mode", ["lin_cae", "m2l"])
+def test_one_step_spectral_objective_trains_the_one_step_decode(mode):
+    model = LinCAE.from_preset("lin_cae_tiny", load_weights=False, objective="one_step_spectral", mode=mode)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    clips = np.concatenate([music_like(model.decoded_length(2), batch=2, seed=s) for s in range(2)])
+    history = model.fit(clips, batch_size=4, epochs=12, verbose=0, shuffle=False)
+    loss = history.history["loss"]
+    assert np.isfinite(loss).all() and loss[-1] < 0.8 * loss[0]
+    assert int(to_numpy(model.training_step)) == 12
+
+
+def test_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="objective must be one of"):
+        LinCAE.from_preset("lin_cae_tiny", load_weights=False, objective="regression")
