@@ -7,36 +7,47 @@
     lincae separate mixture.wav accompaniment.wav -o vocals.wav
     lincae scale song.npz --gain 0.5 -o quieter.flac
 
-The backend comes from `KERAS_BACKEND` (jax, tensorflow or torch). Audio files (WAV, FLAC, OGG,
-MP3) are read with `keras_lincae.data.load_audio`; other rates than the model's (44.1 kHz) are
-resampled, with a note on stderr. Every channel is encoded separately and long files are processed
+The backend comes from `--backend`, else `KERAS_BACKEND` (jax, tensorflow or torch), else Keras'
+default when installed, else the first installed of jax, torch, tensorflow. Audio files (WAV,
+FLAC, OGG, MP3; 8 to 384 kHz) are read with `keras_lincae.data.load_audio`; other rates than the
+model's (44.1 kHz) are resampled, with a note on stderr. Every channel is encoded separately and long files are processed
 in chunks (`--chunk-seconds`, see `keras_lincae.long_audio`). Latent files (`.npz`) hold
 `latents` `(channels, chunks, frames, latent_channels)`, `sample_rate`, `length`, `channels`,
 `chunk_samples`, `step_samples`, `format_version` and `preset`. `mix`, `separate` and `scale`
 accept audio or latent files as inputs, decode once, and write audio, or latents when the output
-ends in `.npz`. Outputs are written to a temporary file and renamed, so a failed run never leaves
-a partial file. Bad input exits with status 2 and one line `lincae: error: ...` on stderr.
+ends in `.npz`. An output may not be one of the inputs, and an existing output is only replaced
+with `--overwrite` (`-y`); the output path is checked before the model runs. Outputs are written to
+a temporary file `.lincae-<pid>-<random>.tmp` and renamed, so a failed run never leaves a partial
+file (and a killed run's temporary file is removed by the next run writing there). Bad input exits
+with status 2 and one line `lincae: error: ...` on stderr (`--debug`: with the traceback).
 """
 
 import argparse
+import contextlib
 import math
 import os
+import re
 import sys
 import tempfile
 
 import numpy as np
 
+from keras_lincae import entry
 from keras_lincae.fs import give_usual_mode
 
 PROG = "lincae"
 DEFAULT_PRESET = "lin_cae_small"  # shipped trained weights (saved_models/lin_cae_small)
 AUDIO_OUTPUTS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
 LATENT_SUFFIX = ".npz"
+SAMPLE_RATES = (8_000, 384_000)  # accepted audio sample rates, inputs and outputs (Hz)
+MAX_SEED = 2**32 - 1  # as `LinCAE.decode`
+TEMP_PREFIX = ".lincae-"  # temporary outputs: .lincae-<pid>-<random>.tmp beside the output
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-\w+\.tmp")
 
 _MODELS = {}
 
 
-class CliError(Exception):
+class CliError(ValueError):
     """Bad input: reported as one line, exit status 2."""
 
 
@@ -44,11 +55,15 @@ class CliError(Exception):
 
 
 def _note(message):
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    entry.note(PROG, message)
 
 
 class _Progress:
-    """Plain-text progress bar on stderr: `encode [######------] 3/8 chunks`."""
+    """Progress of the chunked encode / decode on stderr: `encode [######------] 3/8 chunks`.
+
+    On a terminal one bar is redrawn after every model call; otherwise (a log file) a line is
+    written at every tenth of the work.
+    """
 
     def __init__(self, enabled, width=30):
         self.enabled = enabled
@@ -58,50 +73,68 @@ class _Progress:
     def __call__(self, stage, done, total):
         if not self.enabled or total < 2:
             return
-        if not self.tty and done < total:
+        if not self.tty and done < total and 10 * done // total == 10 * (done - 1) // total:
             return
         filled = self.width * done // total
         bar = "#" * filled + "-" * (self.width - filled)
-        end = "\n" if done >= total else ""
-        print(f"\r{PROG}: {stage:<6} [{bar}] {done}/{total} chunks", end=end, file=sys.stderr, flush=True)
+        line = f"{PROG}: {stage:<6} [{bar}] {done}/{total} chunks"
+        if self.tty:
+            print(f"\r{line}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------ arguments
 
 
 def _positive_float_or_zero(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _int_in(low, high, what):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_in(1, sys.maxsize, "a positive integer")
+_seed = _int_in(0, MAX_SEED, f"an integer in [0, {MAX_SEED}]")
+_sample_rate = _int_in(*SAMPLE_RATES, f"a sample rate in [{SAMPLE_RATES[0]}, {SAMPLE_RATES[1]}] Hz")
 
 
 def _overlap(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
 def build_parser():
-    """The argparse parser of `lincae` (one subparser per command)."""
-    parser = argparse.ArgumentParser(
+    """The argparse parser of `lincae` (one subparser per command); imports no Keras."""
+    parser = entry.ArgumentParser(
         prog=PROG,
         description="Lin-CAE linear consistency autoencoder: audio <-> latents, latent mixing, "
-        "scaling and separation. Backend from KERAS_BACKEND.",
+        "scaling and separation.",
     )
     parser.add_argument("--version", action="store_true", help="print versions and backend, then exit")
-    model_opts = argparse.ArgumentParser(add_help=False)
+    entry.add_flags(parser)
+    model_opts = entry.ArgumentParser(add_help=False)
     model_opts.add_argument(
         "--preset", default=None,
         help=f"preset name or directory (default: the latent file's preset, else {DEFAULT_PRESET}; "
@@ -109,17 +142,19 @@ def build_parser():
     )
     model_opts.add_argument("--batch-size", type=_positive_int, default=1, help="chunks per model call (1)")
     model_opts.add_argument("--quiet", action="store_true", help="no progress bar or notes on stderr")
-    chunk_opts = argparse.ArgumentParser(add_help=False)
+    model_opts.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file")
+    entry.add_flags(model_opts, default=argparse.SUPPRESS)
+    chunk_opts = entry.ArgumentParser(add_help=False)
     chunk_opts.add_argument(
         "--chunk-seconds", type=_positive_float_or_zero, default=10.0,
         help="chunk length for encoding long audio, rounded to whole latent frames (10; 0: one chunk)",
     )
     chunk_opts.add_argument("--overlap", type=_overlap, default=0.25, help="crossfaded fraction of a chunk (0.25)")
-    decode_opts = argparse.ArgumentParser(add_help=False)
+    decode_opts = entry.ArgumentParser(add_help=False)
     decode_opts.add_argument("--steps", type=_positive_int, default=1, help="consistency decoding steps (1)")
-    decode_opts.add_argument("--seed", type=int, default=0, help="decoder noise seed (0)")
+    decode_opts.add_argument("--seed", type=_seed, default=0, help="decoder noise seed (0)")
     decode_opts.add_argument(
-        "--sample-rate", type=_positive_int, default=None,
+        "--sample-rate", type=_sample_rate, default=None,
         help="sample rate of the written audio (default: the model's, 44100)",
     )
     out_help = "output file ({})"
@@ -161,30 +196,68 @@ def build_parser():
 # ---------------------------------------------------------------------------------- files
 
 
-def _check_output(path, allowed):
-    suffix = os.path.splitext(path)[1].lower()
+def _check_paths(output, allowed, inputs, overwrite):
+    """Check `output` and `inputs` before any work; remove stale temporary files; -> output suffix."""
+    suffix = os.path.splitext(output)[1].lower()
     if suffix not in allowed:
-        raise CliError(f"output {path} must end in {' or '.join(allowed)}")
-    folder = os.path.dirname(os.path.abspath(path))
+        raise CliError(f"output {output} must end in {' or '.join(allowed)}")
+    folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise CliError(f"output folder does not exist: {folder}")
-    if os.path.isdir(path):
-        raise CliError(f"output {path} is a folder")
-    return suffix
-
-
-def _check_inputs(paths):
-    for path in paths:
+    if os.path.isdir(output):
+        raise CliError(f"output {output} is a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(f"output folder is not writable: {folder}")
+    name_max = _name_max(folder)
+    if len(os.fsencode(os.path.basename(output))) > name_max:
+        raise CliError(f"output file name is longer than the {name_max} bytes this file system allows: {output}")
+    for path in inputs:
         if not os.path.exists(path):
             raise CliError(f"input file not found: {path}")
         if os.path.isdir(path):
             raise CliError(f"input is a folder, not a file: {path}")
+        if os.path.exists(output) and os.path.samefile(path, output):
+            raise CliError(f"output {output} is the input {path}; write to another file")
+    if os.path.exists(output) and not overwrite:
+        raise CliError(f"output {output} exists; pass --overwrite (-y) to replace it")
+    _remove_stale_temporaries(folder)
+    return suffix
+
+
+def _name_max(folder):
+    """Longest file name (bytes) in `folder`: 255 where the system cannot tell."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no such variable
+        return 255
+    return limit if limit > 0 else sys.maxsize  # -1: no limit
+
+
+def _remove_stale_temporaries(folder):
+    """Delete `.lincae-<pid>-*.tmp` files of processes that no longer run (killed mid-write)."""
+    for name in os.listdir(folder):
+        match = _TEMP_NAME.fullmatch(name)
+        if match and not _process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+
+
+def _process_alive(pid):
+    if os.name != "posix":  # os.kill(pid, 0) would signal the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # e.g. PermissionError: another user's process
+        return True
+    return True
 
 
 def _atomic_write(path, write):
     """Call `write(temporary_path)` and rename the result onto `path`; never leaves a partial file."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -247,8 +320,14 @@ def _read_audio(path, sample_rate, quiet):
 
     from keras_lincae import data
 
+    try:
+        rate = int(sf.info(path).samplerate)
+    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError, ...
+        raise CliError(f"cannot decode audio file {path}: {error}") from error
+    if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+        raise CliError(f"audio file {path} has the sample rate {rate} Hz; "
+                       f"only {SAMPLE_RATES[0]} to {SAMPLE_RATES[1]} Hz is supported")
     audio = data.load_audio(path, sample_rate=None)
-    rate = int(sf.info(path).samplerate)
     if rate != sample_rate:
         if not quiet:
             _note(f"resampling {path} from {rate} Hz to {sample_rate} Hz")
@@ -315,8 +394,7 @@ def _decode_and_write(model, chunked, args, progress):
 
 
 def _cmd_encode(args, progress):
-    _check_output(args.output, (LATENT_SUFFIX,))
-    _check_inputs([args.input])
+    _check_paths(args.output, (LATENT_SUFFIX,), [args.input], args.overwrite)
     preset = args.preset or DEFAULT_PRESET
     model = _load_model(preset, args.quiet)
     audio = _read_audio(args.input, model.sample_rate, args.quiet)
@@ -324,8 +402,7 @@ def _cmd_encode(args, progress):
 
 
 def _cmd_decode(args, progress):
-    _check_output(args.output, tuple(AUDIO_OUTPUTS))
-    _check_inputs([args.input])
+    _check_paths(args.output, tuple(AUDIO_OUTPUTS), [args.input], args.overwrite)
     if not _is_latent_file(args.input):
         raise CliError(f"decode reads a latent file (.npz), got {args.input}; use `autoencode` for audio")
     chunked, stored = _read_latents(args.input)
@@ -335,8 +412,7 @@ def _cmd_decode(args, progress):
 
 
 def _cmd_autoencode(args, progress):
-    _check_output(args.output, tuple(AUDIO_OUTPUTS))
-    _check_inputs([args.input])
+    _check_paths(args.output, tuple(AUDIO_OUTPUTS), [args.input], args.overwrite)
     model = _load_model(args.preset or DEFAULT_PRESET, args.quiet)
     audio = _read_audio(args.input, model.sample_rate, args.quiet)
     _decode_and_write(model, _encode_audio(model, audio, args, progress), args, progress)
@@ -357,9 +433,8 @@ def _combine(args, paths, gains, progress, first_sets_length=False):
     """Shared body of mix / separate / scale: load inputs, encode audio, mix latents, write."""
     from keras_lincae import arithmetic
 
-    suffix = _check_output(args.output, tuple(AUDIO_OUTPUTS) + (LATENT_SUFFIX,))
+    suffix = _check_paths(args.output, tuple(AUDIO_OUTPUTS) + (LATENT_SUFFIX,), paths, args.overwrite)
     gains = arithmetic._check_gains(gains, len(paths))
-    _check_inputs(paths)
     latent_inputs = {p: _read_latents(p) for p in paths if _is_latent_file(p)}
     preset = _pick_preset(args, [stored for _, stored in latent_inputs.values()])
     model = _load_model(preset, args.quiet)
@@ -429,27 +504,21 @@ def _versions():
 
 
 def main(argv=None):
-    """Run `lincae` with `argv` (default `sys.argv[1:]`); returns the exit status (0, or 2 on bad input)."""
+    """Run `lincae` with `argv` (default `sys.argv[1:]`); returns the exit status (0, 2 on bad input)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error (2), already printed by argparse
         return int(exit_.code or 0)
+    if args.command is None and not args.version:
+        print(f"{PROG}: error: choose a command: {', '.join(COMMANDS)} (see --help)", file=sys.stderr)
+        return 2
+    return entry.run(lambda: _run(args), PROG)
+
+
+def _run(args):
+    entry.prepare(PROG, args.backend, args.debug)
     if args.version:
         print(_versions())
-        return 0
-    if args.command is None:
-        parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: choose a command: {', '.join(COMMANDS)}", file=sys.stderr)
-        return 2
-    progress = _Progress(enabled=not args.quiet)
-    try:
-        COMMANDS[args.command](args, progress)
-    except (CliError, ValueError, TypeError, OSError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    else:
+        COMMANDS[args.command](args, _Progress(enabled=not args.quiet))

@@ -91,12 +91,17 @@ def _write_recorded_mixes(folder, tracks, seconds, sample_rate=44100, offset_sec
 
 
 def make_music_dataset(root=None, num_songs=16, num_test_songs=4, seconds=10.0, seed=0,
-                       require_all=True):
+                       require_all=True, progress=None):
     """Build the collection under ``root`` (idempotent) and return ``{kind: {split: folder}}``.
 
     ``require_all``: raise if fluidsynth or the recorded tracks are missing (the shipped presets
-    need all three kinds); ``False`` builds whatever is available.
+    need all three kinds); ``False`` builds whatever is available. ``progress``: optional
+    callable receiving a one-line message per stage and per generated song.
     """
+    def say(message):
+        if progress is not None:
+            progress(message)
+
     root = Path(root).expanduser() if root is not None else default_music_dataset_dir()
     root.mkdir(parents=True, exist_ok=True)
     have_fluidsynth = fluidsynth_available() is not None
@@ -108,17 +113,22 @@ def make_music_dataset(root=None, num_songs=16, num_test_songs=4, seconds=10.0, 
             "(or pass require_all=False / --partial to build what is available)")
     kinds = {}
     args = dict(num_songs=num_songs, num_test_songs=num_test_songs, seconds=seconds, seed=seed)
-    kinds["synth_numpy"] = make_synthetic_dataset(root / "synth_numpy", renderer="numpy", **args)
+    say(f"synth_numpy: {num_songs} + {num_test_songs} songs in {root / 'synth_numpy'} (kept if already there)")
+    kinds["synth_numpy"] = make_synthetic_dataset(root / "synth_numpy", renderer="numpy", progress=progress, **args)
     if have_fluidsynth:
+        say(f"synth_fluidsynth: {num_songs} + {num_test_songs} songs in {root / 'synth_fluidsynth'} "
+            "(kept if already there)")
         kinds["synth_fluidsynth"] = make_synthetic_dataset(
-            root / "synth_fluidsynth", renderer="fluidsynth", **dict(args, seed=seed + 1))
+            root / "synth_fluidsynth", renderer="fluidsynth", progress=progress, **dict(args, seed=seed + 1))
     if tracks:
         train, test = split_recorded(tracks)
+        say(f"recorded: linking {len(train)} train and {len(test)} test tracks in {root / 'recorded'}")
         _link_tracks(root / "recorded" / "train", train)
         _link_tracks(root / "recorded" / "test", test)
         kinds["recorded"] = root / "recorded"
         mixes = root / "recorded_mixes" / "test"
         if not mixes.is_dir():
+            say(f"recorded_mixes: mixing held-out tracks into {mixes}")
             _write_recorded_mixes(mixes, test, seconds)
     folders = {kind: {split: str(path / split) for split in ("train", "test")} for kind, path in kinds.items()}
     if tracks:
@@ -128,4 +138,5 @@ def make_music_dataset(root=None, num_songs=16, num_test_songs=4, seconds=10.0, 
     tmp = root / f".{MANIFEST_NAME}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, root / MANIFEST_NAME)
+    say(f"done: {root / MANIFEST_NAME}")
     return folders

@@ -462,7 +462,7 @@ def _matches(manifest, params, renderer):
 
 
 def make_synthetic_dataset(root, num_songs=8, seconds=6.0, seed=0, sample_rate=44100,
-                           num_test_songs=None, renderer="auto", soundfont=None):
+                           num_test_songs=None, renderer="auto", soundfont=None, progress=None):
     """Write a MUSDB18-HQ-style synthetic dataset under ``root`` and return ``root`` (a Path).
 
     Layout: ``root/train/song_000/{mixture,vocals,bass,drums,other}.wav`` (``num_songs`` songs)
@@ -478,6 +478,7 @@ def make_synthetic_dataset(root, num_songs=8, seconds=6.0, seed=0, sample_rate=4
     ``renderer``: ``"numpy"`` (pure numpy, bit-for-bit reproducible from ``seed``),
     ``"fluidsynth"`` (renders the songs' MIDI with fluidsynth and a General MIDI soundfont,
     which must be installed), or ``"auto"``: fluidsynth when available, numpy otherwise.
+    ``progress``: optional callable receiving a one-line message per generated song.
     """
     root = Path(root).expanduser()
     if num_test_songs is None:
@@ -504,6 +505,8 @@ def make_synthetic_dataset(root, num_songs=8, seconds=6.0, seed=0, sample_rate=4
             songs[split] = []
             for index in range(count):
                 name = f"song_{index:03d}"
+                if progress is not None:
+                    progress(f"{root.name}: {split} song {index + 1}/{count} ({resolved})")
                 stems, info = generate_song(_song_seed(seed, split, index), seconds,
                                             sample_rate, resolved, soundfont)
                 folder = tmp / split / name

@@ -11,23 +11,27 @@ Usage:
 
 Without ``--results`` the table is computed on the page's own excerpts. Open
 ``demo/index.html`` in a browser (media are in ``demo/media/``; ``--embed`` writes one file).
-The logic lives in ``keras_lincae.demo`` and ``keras_lincae.evaluation``.
+The logic lives in ``keras_lincae.demo`` and ``keras_lincae.evaluation``. Errors are one line
+``demo_page.py: error: ...`` with exit status 2 (``--debug``: the traceback).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 if __package__ in (None, ""):  # run as a script from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from keras_lincae import entry  # noqa: E402  (imports no Keras)
+
+PROG = "demo_page.py"
+
 
 def build_parser():
     from keras_lincae.demo import AUDIO_FORMATS
 
-    p = argparse.ArgumentParser(description="Build a static Lin-CAE listening page.")
+    p = entry.ArgumentParser(prog=PROG, description="Build a static Lin-CAE listening page.")
     p.add_argument("--preset", action="append", required=True,
                    help="preset name or folder; repeat to compare several models")
     p.add_argument("--data", default=None,
@@ -52,6 +56,7 @@ def build_parser():
                    help="ogg (Vorbis, default: ~10x smaller page) or wav (16-bit PCM)")
     p.add_argument("--out", default="demo_page", help="output folder (default demo_page)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    entry.add_flags(p)
     return p
 
 
@@ -72,6 +77,8 @@ def main(argv=None, models=None):
         parser.error(f"--gains must be numbers, got {args.gains!r}")
     if not gains or args.songs < 1 or args.excerpt_seconds <= 0 or args.steps < 1:
         parser.error("--gains, --songs, --excerpt-seconds and --steps must be positive")
+    entry.prepare(PROG, args.backend, args.debug)
+    entry.check_writable_folder(args.out, "--out")
     if args.data is None:
         from keras_lincae.synth import ensure_default_dataset
 
@@ -120,4 +127,4 @@ def main(argv=None, models=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(entry.run(main, PROG))

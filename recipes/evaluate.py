@@ -9,11 +9,11 @@ Usage:
 
 Without ``--data`` the embedded synthetic test split is used (generated on first use, see
 ``keras_lincae.synth.ensure_default_dataset``). The logic lives in ``keras_lincae.evaluation``.
+Errors are one line ``evaluate.py: error: ...`` with exit status 2 (``--debug``: the traceback).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
@@ -22,12 +22,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from keras_lincae import entry  # noqa: E402  (imports no Keras)
+
+PROG = "evaluate.py"
+
 
 def build_parser():
     from keras_lincae.evaluation import METRIC_GROUPS
 
-    p = argparse.ArgumentParser(
-        description="Evaluate Lin-CAE presets: reconstruction, linearity and separation metrics.")
+    p = entry.ArgumentParser(
+        prog=PROG, description="Evaluate Lin-CAE presets: reconstruction, linearity and separation metrics.")
     p.add_argument("--preset", action="append", required=True,
                    help="preset name or folder; repeat to compare several models")
     p.add_argument("--data", default=None,
@@ -50,6 +54,7 @@ def build_parser():
                         + "), default all")
     p.add_argument("--out", default="eval_results", help="output folder (default eval_results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    entry.add_flags(p)
     return p
 
 
@@ -76,6 +81,8 @@ def main(argv=None, models=None):
             parser.error(f"--clip-start must be 'auto' or seconds, got {args.clip_start!r}")
     if args.steps < 1 or args.batch_size < 1 or args.call_batch_size < 1:
         parser.error("--steps, --batch-size and --call-batch-size must be >= 1")
+    entry.prepare(PROG, args.backend, args.debug)
+    entry.check_writable_folder(args.out, "--out")
     if args.data is None:
         from keras_lincae.synth import ensure_default_dataset
 
@@ -115,4 +122,4 @@ def main(argv=None, models=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(entry.run(main, PROG))

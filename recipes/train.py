@@ -14,23 +14,30 @@ Multi-device (see docs/training.md):
     KERAS_BACKEND=torch torchrun --nproc_per_node 4 recipes/train.py --ddp ...
 
 Configs live in recipes/configs/ (base = the official hyper-parameters; lin_cae, lin_cae_2, m2l,
-tiny overlays). The logic lives in keras_lincae.training.trainer_utils.
+tiny overlays). The logic lives in keras_lincae.training.trainer_utils. Errors are one line
+`train.py: error: ...` with exit status 2 (`--debug`: with the traceback).
 """
 
 from __future__ import annotations
 
-import argparse
+import math
 import os
 import sys
 
 if __package__ in (None, ""):  # run as a script from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from keras_lincae import entry  # noqa: E402  (imports no Keras)
+
+PROG = "train.py"
+DEFAULT_CONFIG = "lin_cae"
+
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Train a Lin-CAE / M2L model with model.fit on any Keras backend.")
-    p.add_argument("--config", default="lin_cae",
-                   help="config name in recipes/configs (lin_cae, lin_cae_2, m2l, tiny) or a YAML file (default lin_cae)")
+    p = entry.ArgumentParser(prog=PROG, description="Train a Lin-CAE / M2L model with model.fit on any Keras backend.")
+    p.add_argument("--config", default=None,
+                   help=f"config name in recipes/configs (lin_cae, lin_cae_2, m2l, tiny) or a YAML file "
+                        f"(default {DEFAULT_CONFIG}; a resumed run keeps its saved config)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs, config, final preset)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -53,6 +60,7 @@ def build_parser():
     p.add_argument("--cpu-replicas", type=int, help="MirroredStrategy over N logical CPU devices (testing)")
     p.add_argument("--model-parallel", type=int, help="size of the 'model' mesh axis (model_parallel)")
     p.add_argument("--quiet", action="store_true")
+    entry.add_flags(p)
     return p
 
 
@@ -75,23 +83,57 @@ def explicit_overrides(args):
         overrides.append((["distribution"], "ddp"))
     if args.tpu and args.distribution is None:
         overrides.append((["distribution"], "tpu"))
-    return overrides
+    return read_numbers(overrides)
+
+
+def read_numbers(overrides):
+    """`overrides` with the values of numeric config keys as numbers: PyYAML reads `3e-4` as a
+    string; raise ValueError for a value that is not a finite number."""
+    from keras_lincae.training.trainer_utils import DEFAULTS
+
+    checked = []
+    for keys, value in overrides:
+        default = DEFAULTS.get(keys[0]) if len(keys) == 1 else None
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            value = _number(keys[0], value, integer=isinstance(default, int))
+        checked.append((keys, value))
+    return checked
+
+
+def _number(key, value, integer):
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"--set {key}: expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"--set {key}: expected a number, got {value!r}")
+    return int(value) if integer and float(value).is_integer() else value
 
 
 def main(argv=None):
+    """Run the recipe; returns the exit status (2 for a refused run or a bad config)."""
     args = build_parser().parse_args(argv)
+    return entry.run(lambda: _train(args), PROG)
+
+
+def _train(args):
+    entry.prepare(PROG, args.backend, args.debug)
     from keras_lincae.training import trainer_utils as tu
 
+    if args.resume and args.config is not None:
+        raise ValueError(f"--config cannot be changed on --resume: the run continues with its saved "
+                         f"{os.path.join(args.out, 'config.yaml')} (change steps and other resumable "
+                         "keys with their flags or --set)")
+    entry.check_writable_folder(args.out, "--out")
     overrides = explicit_overrides(args)
-    try:
-        if args.resume:
-            config = tu.apply_overrides({}, overrides)
-        else:
-            config = tu.apply_overrides(tu.load_config(args.config), overrides)
-        preset = tu.train(config, args.out, resume=args.resume, verbose=not args.quiet)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.resume:
+        config = tu.apply_overrides({}, overrides)
+    else:
+        config = tu.apply_overrides(tu.load_config(args.config or DEFAULT_CONFIG), overrides)
+    if config.get("input_pipeline", "auto") != "python":
+        entry.import_quietly("tensorflow")  # for tf.data, without its import-time log lines
+    preset = tu.train(config, args.out, resume=args.resume, verbose=not args.quiet)
     if preset and not args.quiet:
         print(f"Final preset: {preset}")
     return 0

@@ -20,7 +20,8 @@ table is printed and written to ``DIR/lincae_tune/trials.md`` and ``trials.csv``
 trial's trained model is written as a preset to ``--out`` (loadable with
 ``LinCAE.from_preset(OUT)``). Without ``--data`` the embedded synthetic dataset is used
 (generated on first use). Requires ``pip install 'keras-lincae[tune]'`` (keras-tuner, and
-tensorboard, which keras-tuner imports on the TensorFlow backend).
+tensorboard, which keras-tuner imports on the TensorFlow backend). Errors are one line
+``tune.py: error: ...`` with exit status 2 (``--debug``: the traceback).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ import sys
 
 if __package__ in (None, ""):  # run as a script from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from keras_lincae import entry  # noqa: E402  (imports no Keras)
+
+PROG = "tune.py"
 
 
 def _ints(text):
@@ -52,8 +57,8 @@ def _jit(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        description="keras-tuner search over Lin-CAE latent sizes, scored on reconstruction "
+    p = entry.ArgumentParser(
+        prog=PROG, description="keras-tuner search over Lin-CAE latent sizes, scored on reconstruction "
                     "and linearity.")
     p.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random",
                    help="search algorithm (default random)")
@@ -101,6 +106,7 @@ def build_parser():
     p.add_argument("--run-eagerly", action="store_true",
                    help="no graph compilation (fastest for a few steps on a CPU)")
     p.add_argument("--quiet", action="store_true", help="no keras-tuner progress display")
+    entry.add_flags(p)
     return p
 
 
@@ -129,6 +135,7 @@ def main(argv=None, data=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    entry.prepare(PROG, args.backend, args.debug)
     try:
         settings = settings_from_args(args)
     except ValueError as e:
@@ -136,12 +143,15 @@ def main(argv=None, data=None):
 
     from keras_lincae import tuning
 
+    for folder, what in ((args.dir, "--dir"), (args.out, "--out")):
+        if folder:
+            entry.check_writable_folder(folder, what)
     try:
         tuner = tuning.make_tuner(settings, args.dir, data=data, project_name=args.project_name,
                                   overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        entry.note(PROG, f"error: {e}")
+        raise SystemExit(2) from None
     tuner.search()
     rows = tuning.summary_rows(tuner)
     paths = tuning.write_summary(tuner, rows)
@@ -156,4 +166,4 @@ def main(argv=None, data=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(entry.run(main, PROG))

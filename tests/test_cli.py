@@ -216,7 +216,7 @@ def test_failed_write_leaves_previous_output_intact(model, files, tmp_path, caps
         raise OSError("disk full")
 
     monkeypatch.setattr(sf, "write", broken_write)
-    code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, *FAST)
+    code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, "--overwrite", *FAST)
     assert code == 2 and "disk full" in err
     assert out.read_bytes() == b"previous"
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
@@ -230,3 +230,113 @@ def test_help_via_python_m():
     for command in cli.COMMANDS:
         assert command in result.stdout
     assert cli.main(["--version"]) == 0
+
+
+# ------------------------------------------------------------------------ the user's files
+
+
+def test_output_that_is_an_input_is_refused_and_the_input_kept(model, files, tmp_path, capsys):
+    original = open(files["good"], "rb").read()
+    same = os.path.join(str(tmp_path), ".", os.path.basename(files["good"]))  # another spelling
+    link = tmp_path / "link.wav"
+    link.symlink_to(files["good"])
+    for argv in (["autoencode", files["good"], "-o", files["good"]],
+                 ["autoencode", files["good"], "-o", same, "--overwrite"],
+                 ["scale", files["good"], "--gain", "2", "-o", str(link), "-y"],
+                 ["mix", files["mono"], files["good"], "-o", files["good"], "--overwrite"]):
+        code, _, err = _run(capsys, *argv, *FAST)
+        assert code == 2 and err.count("\n") == 1 and "is the input" in err, err
+    assert open(files["good"], "rb").read() == original
+
+
+def test_existing_output_is_replaced_only_with_overwrite(model, files, tmp_path, capsys):
+    out = tmp_path / "o.wav"
+    out.write_bytes(b"previous")
+    code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, *FAST)
+    assert code == 2 and err.count("\n") == 1 and "exists; pass --overwrite (-y)" in err, err
+    assert out.read_bytes() == b"previous"
+    for flag in ("--overwrite", "-y"):
+        out.write_bytes(b"previous")
+        code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, flag, *FAST)
+        assert code == 0, err
+        assert sf.info(out).frames == 12_000
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed(model, files, tmp_path, capsys):
+    stale = tmp_path / f"{cli.TEMP_PREFIX}{_dead_pid()}-k1x_9q.tmp"
+    live = tmp_path / f"{cli.TEMP_PREFIX}{os.getpid()}-a2b3c4.tmp"  # a run in progress
+    other = tmp_path / ".song.wav.x7y8.tmp"
+    for path in (stale, live, other):
+        path.write_bytes(b"partial")
+    code, _, err = _run(capsys, "encode", files["good"], "-o", tmp_path / "z.npz", *ENCODE_FAST)
+    assert code == 0, err
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_temporary_name_is_short_so_long_output_names_work(model, files, tmp_path, capsys, monkeypatch):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    if limit < 255:
+        pytest.skip(f"file names are limited to {limit} bytes here")
+    out = tmp_path / ("n" * 236 + ".wav")  # 240 characters
+    code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, *FAST)
+    assert code == 0, err
+    assert sf.info(out).frames == 12_000
+    seen = []
+    real_mkstemp = cli.tempfile.mkstemp
+    monkeypatch.setattr(cli.tempfile, "mkstemp", lambda **kw: seen.append(kw) or real_mkstemp(**kw))
+    code, _, err = _run(capsys, "encode", files["good"], "-o", tmp_path / ("m" * 240 + ".npz"), *ENCODE_FAST)
+    assert code == 0, err
+    assert seen[0]["prefix"] == f"{cli.TEMP_PREFIX}{os.getpid()}-"
+
+
+@pytest.mark.parametrize("case", ["no folder", "too long", "not writable", "exists", "bad suffix"])
+def test_output_is_checked_before_the_model_runs(files, tmp_path, capsys, monkeypatch, case):
+    def no_model(*args):
+        raise AssertionError("the model must not be loaded for a bad output")
+
+    monkeypatch.setattr(cli, "_load_model", no_model)
+    out = {"no folder": tmp_path / "missing" / "o.wav", "too long": tmp_path / ("x" * 300 + ".wav"),
+           "not writable": tmp_path / "o.wav", "exists": tmp_path / "mono.wav", "bad suffix": tmp_path / "o.mp3"}[case]
+    if case == "not writable":  # as root, a read-only folder is still writable: ask os.access
+        monkeypatch.setattr(cli.os, "access", lambda path, mode: False)
+    code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, *FAST)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("lincae: error:"), err
+    assert re.search({"no folder": "does not exist", "too long": "longer than", "not writable": "not writable",
+                      "exists": "exists; pass --overwrite", "bad suffix": "must end in"}[case], err), err
+
+
+def test_bad_numbers_are_refused_before_anything_is_allocated(files, tmp_path, capsys):
+    slow = tmp_path / "slow.wav"
+    sf.write(slow, np.zeros((100, 1)), 1000, subtype="FLOAT")  # 1 kHz: 44x more samples once resampled
+    for argv, match in ((["autoencode", files["good"], "--sample-rate", "1000000000"], "sample rate in"),
+                        (["decode", files["good"], "--seed", "-1"], r"integer in \[0, 4294967295\]"),
+                        (["autoencode", files["good"], "--chunk-seconds", "abc"], "number >= 0"),
+                        (["autoencode", str(slow)], "sample rate 1000 Hz")):
+        code, _, err = _run(capsys, *argv, "-o", tmp_path / "o.wav")
+        assert code == 2 and err.count("\n") == 1 and re.search(match, err), err
+        assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(files, tmp_path, capsys):
+    code, _, err = _run(capsys, "encode", files["missing"], "-o", tmp_path / "o.npz", "--debug")
+    assert code == 2 and "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1] == f"lincae: error: input file not found: {files['missing']}"
+    code, _, err = _run(capsys, "encode", files["missing"], "-o", tmp_path / "o.npz")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_long_input_shows_progress(model, tmp_path, capsys):
+    src = _write(tmp_path / "long.wav", music_like(66_000, batch=1, seed=6), 44_100)  # 16 chunks of 0.2 s
+    code, _, err = _run(capsys, "autoencode", src, "-o", tmp_path / "o.wav", *FAST)
+    assert code == 0, err
+    for stage in ("encode", "decode"):
+        lines = [line for line in err.splitlines() if line.startswith(f"lincae: {stage}")]
+        assert len(lines) >= 3 and lines[-1].endswith("16/16 chunks"), err
+    code, _, err = _run(capsys, "autoencode", src, "-o", tmp_path / "q.wav", "--quiet", *FAST)
+    assert code == 0 and err == ""

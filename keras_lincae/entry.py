@@ -1,0 +1,225 @@
+"""What the `lincae` command and the recipes share: backend choice, one-line errors, folder checks.
+
+Nothing here imports Keras: an entry point parses its arguments, calls `prepare` (which picks the
+Keras backend) and only then imports Keras; `run` turns user errors into one line on stderr and
+exit status 2 (130 on Ctrl-C), or the full traceback with `--debug`.
+
+    def main(argv=None):
+        args = build_parser().parse_args(argv)       # a parser with `add_flags(parser)`
+        entry.prepare(PROG, args.backend, args.debug)
+        ...
+
+    if __name__ == "__main__":
+        sys.exit(entry.run(main, PROG))
+"""
+
+import argparse
+import builtins
+import importlib
+import importlib.util
+import json
+import os
+import re
+import sys
+import traceback
+
+BACKENDS = ("jax", "torch", "tensorflow")  # the automatic choice prefers them in this order
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, MemoryError, RuntimeError)
+BUGS = (NotImplementedError, RecursionError)  # RuntimeErrors that are not the user's
+MAX_MESSAGE = 800  # characters of an error message shown on its one line
+
+_debug = False
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line: `PROG: error: MESSAGE`, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_flags(parser, backend=True, default=None):
+    """Add `--debug` (and `--backend`) to `parser`; `default=argparse.SUPPRESS` for subcommands."""
+    if backend:
+        parser.add_argument("--backend", choices=("jax", "tensorflow", "torch"), default=default,
+                            help="Keras backend (default: KERAS_BACKEND, else Keras' default if "
+                                 "installed, else the first installed of jax, torch, tensorflow)")
+    parser.add_argument("--debug", action="store_true", default=default or False,
+                        help="show the full traceback of an error")
+
+
+def note(prog, message):
+    print(f"{prog}: {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ backend
+
+
+def prepare(prog, backend=None, debug=False, needs_keras=True):
+    """Set the process up before Keras is imported: quiet TensorFlow's C++ logs, choose the backend.
+
+    TF_CPP_MIN_LOG_LEVEL=3 (when unset, and not with `debug`) hides TensorFlow's C++ INFO, WARNING
+    and ERROR lines, such as `failed call to cuInit` on machines without a GPU (an ERROR line, so
+    level 2 keeps it); the lines TensorFlow writes while it is imported ignore that variable, so
+    the TensorFlow backend is imported here with stderr silenced (`import_quietly`). Returns the
+    backend name (None when not `needs_keras`).
+    """
+    global _debug
+    _debug = bool(debug)
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not needs_keras:
+        return None
+    backend = choose_backend(prog, backend)
+    if backend == "tensorflow":
+        import_quietly("tensorflow")
+    return backend
+
+
+def import_quietly(module):
+    """Import `module` with stderr (file descriptor 2) silenced, unless `--debug`; return it, or
+    None when it is not installed or fails to import (a broken install raises anything)."""
+    if not _installed(module):
+        return None
+    if _debug or module in sys.modules:
+        return _import_or_none(module)
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        return _import_or_none(module)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _import_or_none(module):
+    try:
+        return importlib.import_module(module)
+    except Exception:
+        return None
+
+
+def choose_backend(prog, requested=None):
+    """Set KERAS_BACKEND: `requested` (--backend), else KERAS_BACKEND, else Keras' default backend
+    if it imports, else the first installed of `BACKENDS` (named on stderr). Returns the name."""
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].config.backend()
+        if requested and requested != current:
+            raise ValueError(f"--backend {requested}: Keras already runs on {current} in this process")
+        return current
+    if requested:
+        _require(requested, f"--backend {requested}")
+    elif os.environ.get("KERAS_BACKEND"):
+        requested = os.environ["KERAS_BACKEND"]
+        _require(requested, f"KERAS_BACKEND={requested}")
+    else:
+        default = keras_default_backend()
+        requested = next((b for b in (default,) + BACKENDS if import_quietly(b)), None)
+        if requested is None:
+            raise ImportError("no Keras backend is installed: pip install jax (or torch, or tensorflow)")
+        if requested != default:
+            note(prog, f"Keras' default backend {default} is not available; using {requested} "
+                       "(choose with --backend or KERAS_BACKEND)")
+    os.environ["KERAS_BACKEND"] = requested
+    return requested
+
+
+def keras_default_backend():
+    """The backend Keras uses without KERAS_BACKEND: `backend` in keras.json, else tensorflow."""
+    if "KERAS_HOME" in os.environ:
+        home = os.environ["KERAS_HOME"]
+    else:
+        user = os.path.expanduser("~")
+        home = os.path.join(user if os.access(user, os.W_OK) else "/tmp", ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return "tensorflow"
+    return config.get("backend", "tensorflow") if isinstance(config, dict) else "tensorflow"
+
+
+def _installed(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _require(backend, what):
+    if backend in BACKENDS and not _installed(backend):
+        raise ImportError(f"{what}: {backend} is not installed (pip install {backend})")
+
+
+# ------------------------------------------------------------------------------------- errors
+
+
+def run(main, prog):
+    """Call `main()` as a command and return its exit status: 0 (or main's int), 2 after a user
+    error (one line `PROG: error: ...` on stderr; the traceback too after `prepare(debug=True)`),
+    130 after Ctrl-C. Other exceptions (bugs) propagate with their traceback."""
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        if _debug:
+            traceback.print_exc()
+        note(prog, "interrupted")
+        return 130
+    except Exception as error:
+        message = user_error_message(error)
+        if message is None:
+            raise
+        if _debug:
+            traceback.print_exc()
+        note(prog, f"error: {message}")
+        return 2
+    return status if isinstance(status, int) else 0
+
+
+def user_error_message(error):
+    """One line describing `error` if it is the user's (bad input, missing file, no memory, ...),
+    else None. TensorFlow data-pipeline errors are unwrapped to the Python error inside them."""
+    text = str(error).split("Traceback (most recent call last)")[0]
+    if _is_tensorflow_error(error):
+        inner = re.search(r"\b(\w+(?:Error|Exception)): (.+)", text.splitlines()[0] if text else "")
+        if inner:
+            if not _is_user_error_name(inner.group(1)):
+                return None
+            text = inner.group(2)
+        elif type(error).__name__ != "ResourceExhaustedError":  # out of memory
+            return None
+        text = re.sub(r"\{\{[^}]*\}\}", "", text)
+    elif not isinstance(error, USER_ERRORS) or isinstance(error, BUGS):
+        return None
+    text = " ".join(text.split())
+    if isinstance(error, MemoryError):
+        text = f"out of memory: {text}" if text else "out of memory"
+    text = text or type(error).__name__
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 4] + " ..."
+
+
+def _is_tensorflow_error(error):
+    return any(c.__name__ == "OpError" and c.__module__.startswith("tensorflow") for c in type(error).__mro__)
+
+
+def _is_user_error_name(name):
+    kind = getattr(builtins, name, None)
+    return isinstance(kind, type) and issubclass(kind, USER_ERRORS) and not issubclass(kind, BUGS)
+
+
+# -------------------------------------------------------------------------------------- files
+
+
+def check_writable_folder(path, what="output folder"):
+    """Raise a one-line OSError unless `path` is a writable folder or can be created as one."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {path}: {existing} is not writable")
+    return path
