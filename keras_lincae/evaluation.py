@@ -116,6 +116,7 @@ def _gain_name(gain):
 def metric_specs(gains: Sequence[float] = M.DEFAULT_GAINS) -> list[MetricSpec]:
     """Every metric column of METHOD section 4, in table order."""
     specs = [
+        MetricSpec("recon_mag_snr", "Rec. mag-SNR (dB)", "reconstruction", True),
         MetricSpec("recon_si_sdr", "Rec. SI-SDR (dB)", "reconstruction", True),
         MetricSpec("recon_snr", "Rec. SNR (dB)", "reconstruction", True),
         MetricSpec("recon_mrstft", "Rec. MR-STFT", "reconstruction", False),
@@ -615,6 +616,7 @@ def evaluate_batch(fns, mixture, target, accompaniment, metrics=None,
     out = {}
     if "reconstruction" in groups:
         y = _decode_to(decode, encode(x), n)
+        out["recon_mag_snr"] = M.magnitude_snr(y, x)
         out["recon_si_sdr"] = M.si_sdr(y, x)
         out["recon_snr"] = M.snr(y, x)
         out["recon_mrstft"] = M.multi_resolution_stft_distance(y, x)
@@ -816,44 +818,90 @@ def make_results(rows, clips, skipped, config, gains: Sequence[float] = M.DEFAUL
     }
 
 
+MIN_SONGS_FOR_CI = 5  # fewer songs: a t-interval is wider than the effects it would qualify
+HEADLINE_METRICS = {
+    "recon_mag_snr": "magnitude-spectrogram SNR of the 1-step reconstruction (STFT 2048/512): "
+                     "phase-blind, the main reconstruction figure",
+    "recon_mrstft": "multi-resolution STFT distance of the reconstruction (official auraloss settings)",
+    "recon_si_sdr": "waveform SI-SDR; a consistency decoder invents phase, so it stays low even when "
+                    "the reconstruction sounds right",
+    "dec_homog_mean": "decoder homogeneity: SNR of Dec(a z) against a Dec(z), mean over gains a",
+    "enc_add": "encoder additivity: relative error of Enc(u + v) against Enc(u) + Enc(v)",
+    "dec_add_mrstft": "decoder additivity: MR-STFT of Dec(Enc(u) + Enc(v)) against u + v",
+    "sep_mrstft": "separation by subtraction: MR-STFT of Dec(z_mix - z_accompaniment) against the target",
+}
+
+
 def _fmt(stat, digits=3):
     if stat is None or stat.get("mean") is None:
         return "n/a"
     mean = f"{stat['mean']:.{digits}f}"
-    return mean if stat.get("ci95") is None else f"{mean} ± {stat['ci95']:.{digits}f}"
+    if stat.get("ci95") is None or stat.get("n", 0) < MIN_SONGS_FOR_CI:
+        return mean
+    return f"{mean} ± {stat['ci95']:.{digits}f}"
 
 
 def _arrow(metric):
     return {True: " ↑", False: " ↓", None: ""}[metric["higher_is_better"]]
 
 
-def table_rows(results):
+def table_rows(results, names=None):
     """``(header, rows)`` of the results table (strings): model, songs, one column per metric."""
-    header = ["Model", "Songs"] + [m["label"] + _arrow(m) for m in results["metrics"]]
+    metrics = [m for m in results["metrics"] if names is None or m["name"] in names]
+    header = ["Model", "Songs"] + [m["label"] + _arrow(m) for m in metrics]
     rows = []
     for r in results["models"]:
         n = max((s["n"] for k, s in r["summary"].items() if k != "silence_norm"), default=0)
-        rows.append([r["name"], str(n)] + [_fmt(r["summary"].get(m["name"]))
-                                           for m in results["metrics"]])
+        rows.append([r["name"], str(n)] + [_fmt(r["summary"].get(m["name"])) for m in metrics])
     return header, rows
 
 
+def verdict(results):
+    """One line: which model is best on each headline metric (None with fewer than two models)."""
+    models = results["models"]
+    if len(models) < 2:
+        return None
+    wins = {r["name"]: [] for r in models}
+    for m in results["metrics"]:
+        if m["name"] not in HEADLINE_METRICS or m["higher_is_better"] is None:
+            continue
+        scored = [(r["summary"].get(m["name"], {}).get("mean"), r["name"]) for r in models]
+        scored = [(v, name) for v, name in scored if v is not None]
+        if scored:
+            best = max(scored) if m["higher_is_better"] else min(scored)
+            wins[best[1]].append(m["label"])
+    total = sum(len(w) for w in wins.values())
+    parts = [f"{name} is best on {len(w)} of {total} ({', '.join(w)})" for name, w in wins.items() if w]
+    return "Verdict: " + "; ".join(parts) + "."
+
+
+def _markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+
+
 def format_markdown(results):
-    """``results.md``: a Markdown table (``mean ± ci95``) with the settings and skips."""
-    header, rows = table_rows(results)
+    """``results.md``: headline table, verdict and legend, then every metric, settings and skips."""
     cfg = results["config"]
     lines = ["# Lin-CAE evaluation", ""]
     lines.append(
         f"Data: `{cfg.get('data')}`, target `{cfg.get('target')}`, "
         f"{len(results['songs'])} song(s), clips of up to {cfg.get('clip_seconds')} s "
         f"(start: {cfg.get('clip_start')}), {cfg.get('steps')} decoding step(s), seed "
-        f"{cfg.get('seed')}, backend {cfg.get('keras_backend')}. Values are mean ± 95 % "
-        "confidence interval over songs; ↑ higher is better, ↓ lower is better.")
+        f"{cfg.get('seed')}, backend {cfg.get('keras_backend')}. Values are means over songs, "
+        f"with a 95 % confidence interval (±) from {MIN_SONGS_FOR_CI} songs on; "
+        "↑ higher is better, ↓ lower is better.")
     lines.append("")
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-    for row in rows:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    headline = [m for m in HEADLINE_METRICS if any(x["name"] == m for x in results["metrics"])]
+    lines += _markdown_table(*table_rows(results, headline))
+    line = verdict(results)
+    if line:
+        lines += ["", line]
+    lines += ["", "What the columns mean:", ""]
+    labels = {m["name"]: m["label"] for m in results["metrics"]}
+    lines += [f"- **{labels[name]}**: {HEADLINE_METRICS[name]}." for name in headline]
+    lines += ["", "## Every metric", ""]
+    lines += _markdown_table(*table_rows(results))
     lines.append("")
     lines.append("Homogeneity gains a: " + ", ".join(_gain_name(g) for g in cfg["gains"])
                  + ". Encoder homogeneity and additivity are relative L2 errors of latents; "

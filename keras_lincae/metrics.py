@@ -233,6 +233,29 @@ def _stft_magnitude(x: np.ndarray, n_fft: int, hop: int, win_length: int, eps: f
     return np.sqrt(np.maximum(spec.real**2 + spec.imag**2, eps))
 
 
+def magnitude_snr(estimate, reference, n_fft: int = 2048, hop: int = 512, eps: float = EPS):
+    """Magnitude-spectrogram SNR in dB (higher is better): phase-blind reconstruction quality.
+
+    ``10 log10(sum |Y|^2 / sum (|Y| - |X|)^2)`` with ``|STFT|`` (Hann ``n_fft``, hop ``hop``,
+    centred reflect padding) of the reference ``Y`` and the estimate ``X``. A consistency decoder
+    invents phase, so this (with MR-STFT) judges its reconstructions; SI-SDR goes beside it.
+
+    Args:
+        estimate, reference: ``(batch, samples)`` or ``(samples,)``, more than ``n_fft // 2`` samples.
+    Returns:
+        ``(batch,)`` (scalar for 1-D input).
+    """
+    est, ref, was_1d = _audio_pair(estimate, reference)
+    if est.shape[1] <= n_fft // 2:
+        raise ValueError(f"signals of {est.shape[1]} samples are too short for FFT size {n_fft}.")
+    values = np.empty(est.shape[0])
+    for b in range(est.shape[0]):
+        x_mag = _stft_magnitude(est[b], n_fft, hop, n_fft, 0.0)
+        y_mag = _stft_magnitude(ref[b], n_fft, hop, n_fft, 0.0)
+        values[b] = 10.0 * np.log10((np.sum(y_mag**2) + eps) / (np.sum((y_mag - x_mag) ** 2) + eps))
+    return _out(values, was_1d)
+
+
 def multi_resolution_stft_distance(
     estimate,
     reference,

@@ -41,7 +41,13 @@ def _check_tables(out, models, songs, skipped=()):
             assert len(row["per_song"][name]) == stat["n"]
 
     md = (out / "results.md").read_text()
-    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    headline, full = md.split("## Every metric")
+    head_lines = [ln for ln in headline.splitlines() if ln.startswith("|")]
+    assert [c.strip() for c in head_lines[0].strip("|").split("|")][2] == "Rec. mag-SNR (dB) ↑"
+    assert len(head_lines) == 2 + len(models)
+    assert ("Verdict: " in headline) == (len(models) > 1)
+    assert "- **Rec. mag-SNR (dB)**: magnitude-spectrogram SNR" in headline  # the legend
+    lines = [ln for ln in full.splitlines() if ln.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:2] == ["Model", "Songs"]
     assert header[2:] == [spec.label + spec.arrow for spec in E.metric_specs()]
@@ -50,7 +56,8 @@ def _check_tables(out, models, songs, skipped=()):
     assert [r[0] for r in rows] == models
     for r in rows:
         assert len(r) == len(header) and r[1] == str(len(songs))
-        assert all(" ± " in c for c in r[2:-1])  # the silence norm is one number
+        # A confidence interval only from MIN_SONGS_FOR_CI songs on; the silence norm is one number.
+        assert all((" ± " in c) == (len(songs) >= E.MIN_SONGS_FOR_CI) for c in r[2:-1])
     for song in skipped:
         assert song in md
 

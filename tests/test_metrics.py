@@ -398,3 +398,13 @@ def test_mean_confidence_interval(rng):
         M.mean_confidence_interval([1.0, np.nan])
     with pytest.raises(ValueError, match="confidence"):
         M.mean_confidence_interval(x, 1.5)
+
+
+def test_magnitude_snr_ignores_phase_and_measures_level():
+    t = np.arange(44100) / 44100.0
+    tone = np.sin(2 * np.pi * 440.0 * t)
+    shifted = np.sin(2 * np.pi * 440.0 * t + 2.0)
+    assert M.magnitude_snr(shifted, tone) > 15.0  # only the reflect-padded edges differ
+    assert M.si_sdr(shifted, tone) < 0.0  # the waveform metric punishes the phase
+    assert M.magnitude_snr(0.5 * tone, tone) == pytest.approx(20 * np.log10(2.0), abs=0.01)
+    assert M.magnitude_snr(np.zeros_like(tone), tone) == pytest.approx(0.0, abs=1e-6)
