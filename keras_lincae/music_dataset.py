@@ -10,7 +10,9 @@ Three kinds of music that exist on a machine without internet:
   planetblupi-music-ogg`), linked into ``recorded/train`` and ``recorded/test``;
 - ``recorded_mixes`` (test only): MUSDB-style songs made of two held-out recorded tracks,
   ``lead`` + ``backing`` = ``mixture``, so that additivity and separation by subtraction can be
-  scored on recorded music (`recipes/evaluate.py --target lead`).
+  scored on recorded music (`recipes/evaluate.py --target lead`);
+- ``orchestral_mixes`` (test only, when `wesnoth-1.16-music` is installed): the same mixes
+  made of recorded orchestral music, a style and instrumentation unlike any training data.
 
 Every kind has a ``train`` and a ``test`` split; test songs are never used for training
 (synthetic test songs come from other seeds, recorded test tracks are whole held-out files).
@@ -24,6 +26,9 @@ from keras_lincae.cache import cache_root
 from keras_lincae.synth import fluidsynth_available, make_synthetic_dataset
 
 RECORDED_SOURCES = ("/usr/share/scummvm/drascula/audio", "/usr/share/planetblupi/music")
+# Held-out music unlike the training data (orchestral, recorded): `apt-get install wesnoth-1.16-music`.
+UNLIKE_SOURCES = ("/usr/share/games/wesnoth/1.16/data/core/music",)
+UNLIKE_TRACKS = 8
 MANIFEST_NAME = "music_dataset.json"
 TEST_EVERY = 5  # every 5th recorded track (sorted by path) is held out
 
@@ -133,6 +138,13 @@ def make_music_dataset(root=None, num_songs=16, num_test_songs=4, seconds=10.0, 
     folders = {kind: {split: str(path / split) for split in ("train", "test")} for kind, path in kinds.items()}
     if tracks:
         folders["recorded_mixes"] = {"test": str(root / "recorded_mixes" / "test")}
+    unlike = recorded_tracks(UNLIKE_SOURCES)
+    if unlike:
+        mixes = root / "orchestral_mixes" / "test"
+        if not mixes.is_dir():
+            say(f"orchestral_mixes: mixing {UNLIKE_TRACKS} orchestral tracks (never trained on) into {mixes}")
+            _write_recorded_mixes(mixes, unlike[:: max(1, len(unlike) // UNLIKE_TRACKS)][:UNLIKE_TRACKS], seconds)
+        folders["orchestral_mixes"] = {"test": str(mixes)}
     manifest = dict(folders=folders, seed=seed, num_songs=num_songs, num_test_songs=num_test_songs,
                     seconds=seconds, recorded_test_every=TEST_EVERY)
     tmp = root / f".{MANIFEST_NAME}.tmp"
