@@ -62,6 +62,21 @@ def _phases(run_dir):
     return phases
 
 
+def _earlier_phases(init_weights):
+    """Phases recorded in the provenance of the preset a run started from (`init_weights` naming
+    a shipped or saved preset rather than a run's), so a card keeps the whole history."""
+    from keras_lincae.preset_io import resolve_preset
+
+    if not init_weights:
+        return []
+    folder = resolve_preset(init_weights)
+    if folder is None or not os.path.isfile(os.path.join(folder, "metadata.json")):
+        return []
+    with open(os.path.join(folder, "metadata.json")) as f:
+        provenance = json.load(f).get("provenance") or {}
+    return [dict(p, earlier=True, preset=init_weights) for p in provenance.get("phases", [])]
+
+
 def _steps_of(preset_dir):
     with open(os.path.join(preset_dir, "metadata.json")) as f:
         return int(json.load(f)["training_step"])
@@ -121,13 +136,25 @@ def _card(name, model, config, meta, evals, notes):
         f"seed {config['seed']} (weights shipped: the EMA weights, without the training-time shadow copies):",
     ]
     for k, phase in enumerate(meta["phases"], 1):
+        if phase.get("earlier"):  # recorded by the preset this run started from
+            hours = phase.get("wall_time_hours") or phase.get("hours")
+            how = f"`--config {phase['config']}`" if isinstance(phase["config"], str) else f"run `{phase.get('run')}`"
+            lines.append(
+                f"  {k}. {phase['steps']} steps with {how}"
+                + (f" from {phase['init_weights']}" if phase.get("init_weights") else " from a random initialisation")
+                + f" on {phase.get('hardware', 'unrecorded hardware')}" + (f"; {hours:.2f} h" if hours else "")
+                + f" (from the provenance of `{phase['preset']}`)")
+            continue
         c, m = phase["config"], phase["config"].get("model", {})
+        objective = (
+            "objective `one_step_spectral` (1-step decode from sigma_max noise, multi-resolution spectral "
+            "loss on the waveform; not the paper's), " if m.get("objective") == "one_step_spectral" else "")
         lines.append(
             f"  {k}. {phase['steps']} steps"
-            + (" from the EMA weights of phase " + str(k - 1) + " (`init_weights`, step counter restarted)" if k > 1 else
+            + (f" from the EMA weights of phase {k - 1} (`init_weights`, step counter restarted)" if k > 1 else
                " from a random initialisation")
             + f": RAdam lr {c['learning_rate']:g} ({c['warmup_steps']} warm-up steps, cosine to "
-            f"{c['final_learning_rate']:g}), EMA {c['ema_momentum']} every {c['ema_every']} steps, consistency "
+            f"{c['final_learning_rate']:g}), EMA {c['ema_momentum']} every {c['ema_every']} steps, {objective}consistency "
             f"step size {m.get('base_step', 0.1):g}^({m.get('start_exp', 1.0):g} -> {m.get('end_exp', 2.0):g})"
             + (f" over {c['steps']} steps" if phase["steps"] == c["steps"] else
                f" (schedules set for {c['steps']} steps; resumed segments, see docs/training.md)")
@@ -196,6 +223,7 @@ def _ship(args):
     phases = [dict(run=os.path.basename(os.path.abspath(run)), config=c, steps=_steps_of(p),
                    hours=_wall_time_hours(run, p))
               for run, c, p in _phases(args.run_dir)]
+    phases = _earlier_phases(phases[0]["config"].get("init_weights")) + phases
     config = phases[-1]["config"]
     trained = LinCAE.from_preset(preset_dir)
     meta = dict(
@@ -204,7 +232,7 @@ def _ship(args):
         hardware=args.hardware,
         # each phase's own step counter (a resumed run may have changed `steps` on its way;
         # `init_weights` restarts the counter)
-        wall_time_hours=sum(p["hours"] or 0.0 for p in phases) or None,
+        wall_time_hours=sum(p.get("hours") or p.get("wall_time_hours") or 0.0 for p in phases) or None,
         training_steps=sum(p["steps"] for p in phases),
         phases=phases,
         training_data=config.get("data"),

@@ -34,3 +34,13 @@ def test_phases_follow_init_weights_back_to_the_first_run(tmp_path):
 def test_a_built_in_init_preset_is_not_a_phase(tmp_path):
     run = _run(str(tmp_path), "ft", 10, init_weights="lin_cae")
     assert [r for r, _, _ in ship_preset._phases(run)] == [run]
+
+
+def test_a_shipped_init_preset_contributes_its_recorded_phases(tmp_path):
+    earlier = ship_preset._earlier_phases("lin_cae_small")
+    with open(os.path.join(REPO, "saved_models", "lin_cae_small", "metadata.json")) as f:
+        recorded = json.load(f)["provenance"]["phases"]
+    assert [p["steps"] for p in earlier] == [p["steps"] for p in recorded] and earlier
+    assert all(p["earlier"] and p["preset"] == "lin_cae_small" for p in earlier)
+    assert ship_preset._earlier_phases("lin_cae_tiny") == []  # a built-in config has no history
+    assert ship_preset._earlier_phases(None) == []
