@@ -137,11 +137,13 @@ def build_parser():
     model_opts = entry.ArgumentParser(add_help=False)
     model_opts.add_argument(
         "--preset", default=None,
-        help=f"preset name or directory (default: the latent file's preset, else {DEFAULT_PRESET}; "
-        "a built-in preset without shipped weights falls back to random weights with a warning)",
+        help=f"preset name or directory (default: the latent file's preset, with a note when it is a "
+        f"directory, else {DEFAULT_PRESET}; a built-in preset without shipped weights falls back to "
+        "random weights with a warning)",
     )
     model_opts.add_argument("--batch-size", type=_positive_int, default=1, help="chunks per model call (1)")
-    model_opts.add_argument("--quiet", action="store_true", help="no progress bar or notes on stderr")
+    model_opts.add_argument("--quiet", action="store_true", help="no progress bar or notes on stderr (except the "
+                            "note that a latent file chose a preset folder)")
     model_opts.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file")
     entry.add_flags(model_opts, default=argparse.SUPPRESS)
     chunk_opts = entry.ArgumentParser(add_help=False)
@@ -299,10 +301,18 @@ def _read_latents(path):
     from keras_lincae.long_audio import ChunkedLatents
 
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            values = {k: npz[k] for k in npz.files}
-    except Exception as error:  # zipfile.BadZipFile, OSError, ValueError, ...
-        raise CliError(f"cannot read latent file {path}: {error}") from error
+        with open(path, "rb") as f:
+            zipped = f.read(4) in (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (empty or not), as .npz are
+        if zipped:
+            with np.load(path, allow_pickle=False) as npz:
+                values = {k: npz[k] for k in npz.files}
+    except Exception as error:  # zipfile.BadZipFile, OSError, ValueError, EOFError, ...
+        # numpy's message for an object array suggests allow_pickle=True, which would run code from the file
+        reason = "it holds Python objects, which are not loaded" if "allow_pickle" in str(error) else error
+        raise CliError(f"cannot read latent file {path}: {reason}") from error
+    if not zipped:
+        raise CliError(f"cannot read latent file {path}: it is not a .npz archive (latent files are written "
+                       "by `lincae encode`)")
     if "latents" not in values:
         raise CliError(f"latent file {path} has no 'latents' array (was it written by `lincae encode`?)")
     values["latents"] = np.asarray(values["latents"])[None]
@@ -419,6 +429,10 @@ def _cmd_autoencode(args, progress):
 
 
 def _pick_preset(args, stored):
+    """--preset, else the preset named in the latent files (a folder one with a note, even with
+    --quiet: the file, not the user, chose what is loaded), else the default."""
+    from keras_lincae import presets
+
     names = sorted({s for s in stored if s})
     if args.preset:
         if names and names != [args.preset] and not args.quiet:
@@ -426,6 +440,9 @@ def _pick_preset(args, stored):
         return args.preset
     if len(names) > 1:
         raise CliError(f"inputs were encoded with different presets {names}; choose one with --preset")
+    if names and names[0] not in presets.BUILTIN_PRESETS:
+        _note(f"note: using the preset {names[0]} named in the latent file (not a built-in preset; "
+              "choose the model with --preset)")
     return names[0] if names else DEFAULT_PRESET
 
 

@@ -386,10 +386,11 @@ class _ClipSource:
                 self._empty_streak = 0 if len(clips) else self._empty_streak + 1
                 stuck = self._empty_streak > self._max_empty_streak
             if stuck:
-                raise RuntimeError(
+                raise ValueError(
                     f"audio source {self.name} gave no usable clip in {self._empty_streak} file "
                     f"reads in a row: its files are unreadable, shorter than needed or silent "
-                    f"(below silence_rms_db={self.silence_rms_db})")
+                    f"(RMS at or below silence_rms_db={self.silence_rms_db} dBFS; a lower "
+                    "threshold, or None, keeps quieter clips)")
         return clips
 
 
@@ -482,7 +483,9 @@ def audio_dataset(sources, clip_samples, batch_size, seed=0, weights=None, sampl
         prefetch: add ``prefetch(AUTOTUNE)`` at the end.
 
     Files that cannot be decoded (or are empty, or hold NaN/inf) are skipped with an
-    ``AudioDecodeWarning`` naming the file. A source with no audio file raises ``ValueError``.
+    ``AudioDecodeWarning`` naming the file. A source with no audio file raises ``ValueError``,
+    and so does (while iterating, with ``repeat``) a source none of whose files gives a usable
+    clip: all unreadable, too short or silent.
     """
     clip_sources, weights = _clip_sources(sources, clip_samples, batch_size, seed, weights,
                                           sample_rate, silence_rms_db, reader, repeat,

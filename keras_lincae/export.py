@@ -22,10 +22,13 @@ export are written to `assets.extra/lincae_export.json`.
 The export needs the TensorFlow backend. `export_saved_model` given a preset
 on another backend runs itself in a `KERAS_BACKEND=tensorflow` subprocess
 (presets are backend-neutral); `python -m keras_lincae.export` and
-`recipes/export.py` are the command line. See `docs/serving.md`.
+`recipes/export.py` are the command line (`main`), which checks its arguments
+and OUT_DIR before importing Keras and then runs under TensorFlow whatever
+`KERAS_BACKEND` says. Importing this module imports no Keras. See `docs/serving.md`.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -34,14 +37,15 @@ import subprocess
 import sys
 import tempfile
 
-import keras
-
+from keras_lincae import entry
 from keras_lincae.fs import give_usual_mode
 
+PROG = "python -m keras_lincae.export"
 EXPORT_INFO_FILE = "lincae_export.json"
 ENDPOINTS = ("encode", "decode", "autoencode", "separate", "serving_default")
-_ERROR_TYPES = {
-    e.__name__: e for e in (ValueError, TypeError, FileExistsError, FileNotFoundError, RuntimeError)
+_ERROR_TYPES = {  # errors of the export subprocess, raised again with their type in the caller
+    e.__name__: e for e in (ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError,
+                            PermissionError, OSError, ImportError, MemoryError, RuntimeError)
 }
 
 
@@ -57,6 +61,8 @@ def noise_frames(model, num_samples, steps=1):
 
 def export_info(model, steps=1):
     """Numbers a client needs to shape its requests (written to `assets.extra/`)."""
+    import keras
+
     hop, n_fft, td = model.hop_size, model.frontend.n_fft, model.time_downsampling
     return dict(
         sample_rate=int(model.sample_rate),
@@ -81,15 +87,21 @@ def export_info(model, steps=1):
     )
 
 
-def _check_destination(out_dir, name, version, overwrite):
-    """Validate `name`/`version`; return the version directory (refusing a non-empty one)."""
+def check_export_arguments(out_dir, name="lincae", version=1, steps=1, overwrite=False, what="out_dir"):
+    """Check the arguments of `export_saved_model` without Keras or the model; return the version
+    directory. Raises ValueError (name, version, steps), FileExistsError (an export already
+    there), NotADirectoryError or PermissionError (`out_dir`, called `what`, cannot hold it)."""
+    _check_steps(steps)
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a folder path, got {type(out_dir).__name__}")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"name must be a plain directory name like 'lincae', got {name!r}")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(
             f"version must be a positive integer (TF Serving's numeric version directory), got {version!r}"
         )
-    version_dir = os.path.join(os.path.abspath(os.fspath(out_dir)), name, str(version))
+    model_dir = entry.check_writable_folder(os.path.join(os.fspath(out_dir), name), what)
+    version_dir = os.path.join(model_dir, str(version))
     if os.path.lexists(version_dir):
         if not os.path.isdir(version_dir):
             raise FileExistsError(f"{version_dir} exists and is not a directory")
@@ -132,8 +144,9 @@ def export_saved_model(preset, out_dir, name="lincae", version=1, steps=1, overw
     export_saved_model("saved_models/my_preset", "/srv/models")  # /srv/models/lincae/1
     ```
     """
-    _check_steps(steps)
-    version_dir = _check_destination(out_dir, name, version, overwrite)
+    import keras
+
+    version_dir = check_export_arguments(out_dir, name, version, steps, overwrite)
     if keras.backend.backend() != "tensorflow":
         if not isinstance(preset, (str, os.PathLike)):
             raise TypeError(
@@ -215,6 +228,8 @@ def _save_options():
 
 def build_export_archive(model, steps=1):
     """A `keras.export.ExportArchive` tracking `model` with the five serving signatures."""
+    import keras
+
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("build_export_archive needs KERAS_BACKEND=tensorflow")
     import tensorflow as tf
@@ -369,34 +384,44 @@ def _checking_shapes(fn, signature):
     return checked
 
 
-def _parser():
-    parser = argparse.ArgumentParser(
-        description="Export a Lin-CAE preset as a TF Serving SavedModel (OUT_DIR/NAME/VERSION)."
+def build_parser(prog=PROG):
+    """The command line's parser (one-line usage errors, `--debug`); imports no Keras."""
+    parser = entry.ArgumentParser(
+        prog=prog, description="Export a Lin-CAE preset as a TF Serving SavedModel (OUT_DIR/NAME/VERSION)."
     )
     parser.add_argument("preset", help="preset name or directory (from any backend)")
-    parser.add_argument("out_dir", help="model base path parent: the export goes to OUT_DIR/NAME/VERSION")
+    parser.add_argument("out_dir", metavar="OUT_DIR",
+                        help="model base path parent: the export goes to OUT_DIR/NAME/VERSION")
     parser.add_argument("--name", default="lincae", help="model name (default: lincae)")
     parser.add_argument("--version", type=int, default=1, help="version directory (default: 1)")
     parser.add_argument("--steps", type=int, default=1, help="decoder sampling steps (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty version")
     parser.add_argument("--error-file", help=argparse.SUPPRESS)
+    entry.add_flags(parser, backend=False)
     return parser
 
 
-def main(argv=None):
+def main(argv=None, prog=PROG):
     """Command line entry point; returns the exit status (2 for a refused or invalid export)."""
-    args = _parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
+    return entry.run(lambda: _export_command(args, prog), prog)
+
+
+def _export_command(args, prog):
+    """Check the arguments and OUT_DIR, then export under TensorFlow; print the version directory."""
+    entry.prepare(prog, debug=args.debug, needs_keras=False)
     try:
-        path = export_saved_model(
-            args.preset, args.out_dir, name=args.name, version=args.version,
-            steps=args.steps, overwrite=args.overwrite,
-        )
-    except tuple(_ERROR_TYPES.values()) as error:
-        if args.error_file:
+        check_export_arguments(args.out_dir, args.name, args.version, args.steps, args.overwrite, what="OUT_DIR")
+        if importlib.util.find_spec("tensorflow") is None:
+            raise ImportError("the SavedModel export needs TensorFlow (pip install tensorflow-cpu)")
+        entry.prepare(prog, "tensorflow", args.debug)
+        path = export_saved_model(args.preset, args.out_dir, name=args.name, version=args.version,
+                                  steps=args.steps, overwrite=args.overwrite)
+    except Exception as error:
+        if args.error_file and entry.user_error_message(error) is not None:
             with open(args.error_file, "w") as f:
                 json.dump({"type": type(error).__name__, "message": str(error)}, f)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise
     print(path)
     return 0
 

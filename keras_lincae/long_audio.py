@@ -113,7 +113,15 @@ class ChunkedLatents:
 
     @classmethod
     def from_dict(cls, values):
-        """Rebuild from `to_dict()` output (or an opened `.npz`); raises ValueError if malformed."""
+        """Rebuild from `to_dict()` output (or an opened `.npz`); raises ValueError if malformed
+        or written by a newer keras_lincae (a `format_version` above `FORMAT_VERSION`)."""
+        if "format_version" in values:
+            version = np.asarray(values["format_version"])
+            if version.ndim != 0 or not np.issubdtype(version.dtype, np.integer) or version < 1:
+                raise ValueError(f"chunked latents have a malformed format_version: {values['format_version']!r}")
+            if version > FORMAT_VERSION:
+                raise ValueError(f"chunked latents were written by a newer keras_lincae (format_version "
+                                 f"{int(version)} > {FORMAT_VERSION}): upgrade keras_lincae to read them")
         missing = [k for k in ("latents", "length", "chunk_samples", "step_samples", "sample_rate")
                    if k not in values]
         if missing:

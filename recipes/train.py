@@ -20,7 +20,6 @@ tiny overlays). The logic lives in keras_lincae.training.trainer_utils. Errors a
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -83,32 +82,7 @@ def explicit_overrides(args):
         overrides.append((["distribution"], "ddp"))
     if args.tpu and args.distribution is None:
         overrides.append((["distribution"], "tpu"))
-    return read_numbers(overrides)
-
-
-def read_numbers(overrides):
-    """`overrides` with the values of numeric config keys as numbers: PyYAML reads `3e-4` as a
-    string; raise ValueError for a value that is not a finite number."""
-    from keras_lincae.training.trainer_utils import DEFAULTS
-
-    checked = []
-    for keys, value in overrides:
-        default = DEFAULTS.get(keys[0]) if len(keys) == 1 else None
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            value = _number(keys[0], value, integer=isinstance(default, int))
-        checked.append((keys, value))
-    return checked
-
-
-def _number(key, value, integer):
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"--set {key}: expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"--set {key}: expected a number, got {value!r}")
-    return int(value) if integer and float(value).is_integer() else value
+    return overrides
 
 
 def main(argv=None):

@@ -128,8 +128,11 @@ def files(tmp_path):
     (tmp_path / "garbage.wav").write_bytes(b"this is not audio")
     (tmp_path / "garbage.npz").write_bytes(b"this is not a zip file")
     np.savez(tmp_path / "nolatents.npz", x=np.zeros(3))
+    np.savez(tmp_path / "objects.npz", latents=np.array([{"a": 1}], dtype=object))
+    (tmp_path / "truncated.npz").write_bytes((tmp_path / "nolatents.npz").read_bytes()[:100])
     return dict(good=good, mono=mono, empty=str(empty), garbage=str(tmp_path / "garbage.wav"),
                 garbage_npz=str(tmp_path / "garbage.npz"), nolatents=str(tmp_path / "nolatents.npz"),
+                objects_npz=str(tmp_path / "objects.npz"), truncated_npz=str(tmp_path / "truncated.npz"),
                 missing=str(tmp_path / "missing.wav"), missing_npz=str(tmp_path / "missing.npz"),
                 dir=str(tmp_path))
 
@@ -143,7 +146,10 @@ BAD_CALLS = [
     (["encode", "{good}"], "o.wav", "must end in .npz"),
     (["encode", "{dir}"], "o.npz", "folder"),
     (["decode", "{missing_npz}"], "o.wav", "not found"),
-    (["decode", "{garbage_npz}"], "o.wav", "cannot read latent file"),
+    (["decode", "{garbage_npz}"], "o.wav", "cannot read latent file .*: it is not a .npz archive"),
+    (["decode", "{objects_npz}"], "o.wav", "cannot read latent file .*: it holds Python objects, which are not"),
+    (["decode", "{truncated_npz}"], "o.wav", "cannot read latent file"),
+    (["decode", "{latents_newer}"], "o.wav", r"newer/latents.npz: .* newer keras_lincae \(format_version 2 > 1\)"),
     (["decode", "{nolatents}"], "o.wav", "no 'latents'"),
     (["decode", "{good}"], "o.wav", "latent file"),
     (["decode", "{latents}"], "o.mp3", "must end in"),
@@ -182,6 +188,11 @@ def latent_files(tmp_path_factory, tiny_model):
     for name, extra in (("latents", {"chunk_seconds": 0.2}), ("latents_other_chunks", {"chunk_seconds": None})):
         paths[name] = str(folder / f"{name}.npz")
         cli._write_latents(paths[name], encode_long(tiny_model, audio, batch_size=4, **extra), "lin_cae_tiny")
+    with np.load(paths["latents"]) as npz:
+        newer = dict(npz, format_version=np.int64(2))
+    paths["latents_newer"] = str(folder / "newer" / "latents.npz")
+    os.makedirs(os.path.dirname(paths["latents_newer"]))
+    np.savez(paths["latents_newer"], **newer)
     return paths
 
 
@@ -195,8 +206,23 @@ def test_bad_input_exits_2_with_one_line_and_no_output(model, files, latent_file
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.startswith("lincae: error:")]
     assert len(lines) == 1 and re.search(match, lines[0]), err
+    assert "allow_pickle" not in err  # numpy's hint: loading pickles would run code from the file
     assert not out.exists()
     assert set(os.listdir(tmp_path)) == before  # nothing half-written, no temporary file
+
+
+def test_preset_folder_named_in_a_latent_file_is_used_with_a_note(model, latent_files, tmp_path, capsys,
+                                                                  monkeypatch):
+    folder = str(tmp_path / "someone_elses_preset")
+    monkeypatch.setitem(cli._MODELS, folder, model)  # what loading that folder would give
+    latents = str(tmp_path / "z.npz")
+    cli._write_latents(latents, encode_long(model, _stereo(12_000, 4)[None], chunk_seconds=0.2, batch_size=4), folder)
+    code, _, err = _run(capsys, "decode", latents, "-o", tmp_path / "o.wav", "--quiet", "--batch-size", "4")
+    assert code == 0 and err == (f"lincae: note: using the preset {folder} named in the latent file (not a "
+                                 "built-in preset; choose the model with --preset)\n")
+    code, _, err = _run(capsys, "decode", latent_files["latents"], "-o", tmp_path / "p.wav", "--quiet",
+                        "--batch-size", "4")
+    assert code == 0 and err == "", err  # a built-in preset name
 
 
 def test_usage_errors_exit_2(capsys):

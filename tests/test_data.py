@@ -1,6 +1,7 @@
 """Audio loading helpers and both input pipelines, tf.data and pure Python, on every backend."""
 
 import itertools
+import re
 import sys
 import threading
 import time
@@ -331,8 +332,23 @@ def test_python_errors_reach_the_consumer(tmp_path):
         for num_workers, prefetch in ((1, 0), (4, 2)):  # raised in a worker / prefetch thread
             batches = data.audio_batches(tmp_path, 1024, batch_size=2, num_workers=num_workers,
                                          prefetch=prefetch)
-            with pytest.raises(RuntimeError, match="no usable clip"):
+            with pytest.raises(ValueError, match="no usable clip"):
                 next(batches)
+
+
+def test_all_silent_source_is_a_value_error_naming_folder_and_threshold(tmp_path, pipeline):
+    """Through tf.data the ValueError comes wrapped in a TensorFlow error, which `entry` unwraps."""
+    from keras_lincae import entry
+
+    folder = tmp_path / "quiet"
+    for i in range(2):
+        write(folder / f"{i}.wav", np.zeros(SR, np.float32))
+    expected = rf"audio source {re.escape(str(folder))} gave no usable clip .*silence_rms_db=-60.0 dBFS"
+    with pytest.raises(ValueError if pipeline == "python" else Exception) as caught:
+        stream(pipeline, folder, 1024, batch_size=2, n=1)
+    if pipeline == "tf.data":
+        assert "ValueError: audio source" in str(caught.value)
+    assert re.search(expected, entry.user_error_message(caught.value))
 
 
 def test_silence_filter(tmp_path, pipeline):

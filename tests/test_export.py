@@ -355,6 +355,42 @@ def test_bad_arguments_and_missing_preset(workdir, presets):
     assert not os.path.exists(out)
 
 
+@pytest.mark.parametrize("case", ["file", "read-only"])
+def test_unusable_out_dir_is_refused_before_the_archive_is_built(tmp_path, monkeypatch, capsys, case):
+    """By the library (naming `out_dir`) and the command line (one line, exit status 2)."""
+    from keras_lincae import export
+
+    def too_late(*args, **kwargs):
+        raise AssertionError("OUT_DIR must be checked before the model is loaded or traced")
+
+    monkeypatch.setattr(export, "build_export_archive", too_late)
+    monkeypatch.setattr(LinCAE, "from_preset", too_late)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # the command line sets these two: restored after
+    monkeypatch.setattr(export.entry, "_debug", False)
+    out = tmp_path / "out"
+    if case == "file":
+        out.write_text("not a folder")
+        error, message = NotADirectoryError, f"{out} is a file, not a folder"
+    else:  # as root, a read-only folder is still writable: ask os.access
+        out.mkdir()
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
+        error, message = PermissionError, f"{out} is not writable"
+    with pytest.raises(error, match=f"^out_dir .*: {message}$"):
+        export_saved_model("lin_cae_tiny", str(out))
+    assert export.main(["lin_cae_tiny", str(out)], prog="export.py") == 2
+    assert capsys.readouterr().err == f"export.py: error: OUT_DIR {out}/lincae: {message}\n"
+    assert export.main(["lin_cae_tiny", str(out), "--debug"], prog="export.py") == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.endswith(f"export.py: error: OUT_DIR {out}/lincae: {message}\n")
+
+
+def test_usage_errors_are_one_line():
+    result = run([sys.executable, RECIPE, "lin_cae_tiny", "out", "--version", "abc"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "export.py: error: argument --version: invalid int value: 'abc' (see --help)\n"
+
+
 def test_corrupt_preset_is_refused(workdir, presets):
     corrupt = str(workdir / "preset_corrupt")
     shutil.copytree(presets["jax"], corrupt)

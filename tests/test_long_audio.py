@@ -5,6 +5,7 @@ import pytest
 from conftest import music_like, to_numpy
 
 from keras_lincae.long_audio import (
+    FORMAT_VERSION,
     ChunkedLatents,
     chunk_layout,
     decode_long,
@@ -179,6 +180,19 @@ def test_chunked_latents_dict_round_trip(small_chunked):
         ChunkedLatents.from_dict(values)
     with pytest.raises(ValueError, match="shape"):
         chunked.with_latents(chunked.latents[:, :1])
+
+
+def test_newer_or_malformed_format_version_is_refused(small_chunked):
+    values = small_chunked.to_dict()
+    del values["length"]  # a newer format may have other fields: its version is what is reported
+    values["format_version"] = np.int64(FORMAT_VERSION + 1)
+    newer = rf"written by a newer keras_lincae \(format_version {FORMAT_VERSION + 1} > {FORMAT_VERSION}\)"
+    with pytest.raises(ValueError, match=newer):
+        ChunkedLatents.from_dict(values)
+    for bad in (np.int64(0), np.float64(1.0), np.array([1, 1]), np.str_("1")):
+        values = dict(small_chunked.to_dict(), format_version=bad)
+        with pytest.raises(ValueError, match="malformed format_version"):
+            ChunkedLatents.from_dict(values)
 
 
 @pytest.mark.parametrize(

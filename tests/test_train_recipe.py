@@ -6,6 +6,7 @@ runs share a persistent XLA compilation cache (`jax_cache` fixture), which cuts 
 compilation from about a minute to seconds on a loaded 2-core machine.
 """
 
+import errno
 import glob
 import json
 import os
@@ -243,6 +244,77 @@ def test_official_configs():
     with pytest.raises(ValueError, match="only .* may change"):
         tu.merge_resumed_config(tiny, {"batch_size": 8})
     assert tu.merge_resumed_config(tiny, {"steps": 900})["steps"] == 900
+
+
+BAD_CONFIG_VALUES = [
+    ("model.gain_max=abc", "model.gain_max must be a number, got 'abc'"),
+    ("model.hop_size=12.5", "model.hop_size must be an integer, got 12.5"),
+    ("model.layers_list=[1,x]", r"model.layers_list must be a list of integers, got \[1, 'x'\]"),
+    ("model.normalization=1", "model.normalization must be true or false"),
+    ("model.mode=3", "model.mode must be a string"),
+    ("model.nope=1", r"Unknown model keys \['nope'\]"),
+    ("learning_rate=abc", "learning_rate must be a positive number, got 'abc'"),
+    ("learning_rate=.inf", "learning_rate must be a positive number, got inf"),
+    ("final_learning_rate=-1e-6", "final_learning_rate must be a number >= 0"),
+    ("steps=1.5", "steps must be a positive integer, got 1.5"),
+    ("batch_size=true", "batch_size must be a positive integer, got True"),
+    ("clip_frames=0", "clip_frames must be a positive integer"),
+    ("warmup_steps=-1", "warmup_steps must be an integer >= 0"),
+    ("beta_1=1", r"beta_1 must be a number in \[0, 1\)"),
+    ("beta_2=x", r"beta_2 must be a number in \[0, 1\)"),
+    ("ema_momentum=1", r"ema_momentum must be a number in \(0, 1\) or null"),
+    ("ema_every=0", "ema_every must be a positive integer"),
+    ("grad_accum=[2]", "grad_accum must be a positive integer"),
+    ("checkpoint_every=0", "checkpoint_every must be a positive integer"),
+    ("keep_checkpoints=-1", "keep_checkpoints must be an integer >= 0"),
+    ("export_preset_every=2.5", "export_preset_every must be an integer >= 0"),
+    ("max_minutes=0", "max_minutes must be a positive number or null"),
+    ("log_every=0", "log_every must be a positive integer"),
+    ("data_skip_limit=-1", "data_skip_limit must be an integer >= 0"),
+    ("silence_rms_db=.nan", "silence_rms_db must be a level in dBFS or null"),
+    ("shuffle_buffer=many", "shuffle_buffer must be an integer >= 0"),
+    ("seed=-1", r"seed must be an integer in \[0, 4294967295\]"),
+    ("data_weights=[1, -1]", "data_weights must be a list of numbers >= 0"),
+    ("lr_decay=exp", "lr_decay must be one of cosine, linear, inverse_sqrt, None"),
+]
+
+
+@pytest.mark.parametrize("override, match", BAD_CONFIG_VALUES, ids=[o for o, _ in BAD_CONFIG_VALUES])
+def test_check_config_checks_types_and_ranges_naming_the_key(override, match):
+    config = tu.apply_overrides(tu.load_config("tiny"), [tu.parse_override(override)])
+    with pytest.raises(ValueError, match=f"^{match}"):
+        tu.check_config(config)
+
+
+def test_yaml_numbers_in_overrides_and_one_line_errors(tmp_path, capsys):
+    """`3e-4` is a float (PyYAML alone reads a string); a bad value is one line before any model."""
+    assert tu.parse_override("learning_rate=3e-4") == (["learning_rate"], 3e-4)
+    config = tu.apply_overrides(tu.load_config("tiny"), [tu.parse_override("steps=1e3")])
+    assert tu.check_config(config)["steps"] == 1000 and isinstance(config["steps"], int)
+    with pytest.raises(ValueError, match="steps.x: steps has no sub-keys"):
+        tu.apply_overrides(config, [tu.parse_override("steps.x=1")])
+    run = tmp_path / "run"
+    assert train_recipe.main(["--config", "tiny", "--out", str(run), "--set", "model.gain_max=abc"]) == 2
+    assert capsys.readouterr().err == "train.py: error: model.gain_max must be a number, got 'abc'\n"
+    assert not run.exists()
+
+
+def test_full_disk_while_checkpointing_is_one_line(tmp_path, capsys, monkeypatch):
+    """ENOSPC from the checkpoint writer: one line naming the step and folder, no partial file left."""
+    def full_disk(self, model, step, meta):
+        os.makedirs(self.directory, exist_ok=True)
+        with open(os.path.join(self.directory, f"ckpt-{step:08d}.npz.tmp-{os.getpid()}"), "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Checkpointer, "save", full_disk)
+    run = str(tmp_path / "full")
+    assert train_recipe.main(FAST + ["--out", run]) == 2
+    ckpt_dir = os.path.join(run, "checkpoints")
+    assert capsys.readouterr().err == (
+        f"train.py: error: [Errno {errno.ENOSPC}] cannot write the checkpoint of step 2 in {ckpt_dir}: No space "
+        "left on device; free some space, then continue with --resume\n")
+    assert os.listdir(ckpt_dir) == []
 
 
 def test_distribution_flags_are_checked_per_backend():

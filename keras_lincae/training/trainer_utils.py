@@ -15,9 +15,11 @@ Run directory layout::
 """
 
 import copy
+import errno
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -84,11 +86,29 @@ def _deep_update(base, overlay):
     return base
 
 
-def _read_yaml(path):
+def _yaml_loader():
+    """PyYAML's safe loader that also reads `3e-4` and `1e5` as floats (YAML 1.2; PyYAML
+    follows YAML 1.1, where a float needs a dot, and returns the string '3e-4')."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+    return Loader
+
+
+def _load_yaml(text_or_file):
+    import yaml
+
+    return yaml.load(text_or_file, Loader=_yaml_loader())
+
+
+def _read_yaml(path):
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        data = _load_yaml(f) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a mapping")
     return data
@@ -124,19 +144,25 @@ def load_config(name):
 
 
 def parse_override(text):
-    """`key=value` (YAML value; dotted keys reach into `model`) -> `(keys, value)`."""
+    """`key=value` (YAML value, `3e-4` a float; dotted keys reach into `model`) -> `(keys, value)`."""
     import yaml
 
     if "=" not in text:
         raise ValueError(f"--set expects key=value, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), _load_yaml(value)
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"--set {key.strip()}: {value!r} is not a YAML value ({reason})") from None
 
 
 def apply_overrides(config, overrides):
     for keys, value in overrides:
         if keys[0] not in DEFAULTS:
             raise ValueError(f"Unknown config key {keys[0]!r}; known: {', '.join(sorted(DEFAULTS))}")
+        if len(keys) > 1 and not isinstance(DEFAULTS[keys[0]], dict):
+            raise ValueError(f"config key {'.'.join(keys)}: {keys[0]} has no sub-keys (only model.* has)")
         target = config
         for k in keys[:-1]:
             target = target.setdefault(k, {})
@@ -144,17 +170,115 @@ def apply_overrides(config, overrides):
     return config
 
 
+_POSITIVE_INT = ("a positive integer", True, lambda v: v >= 1)
+_COUNT = ("an integer >= 0", True, lambda v: v >= 0)
+_POSITIVE = ("a positive number", False, lambda v: v > 0)
+_FRACTION = ("a number in [0, 1)", False, lambda v: 0 <= v < 1)
+# Numeric config keys: (what the value must be, integer?, range test); every value must be finite.
+NUMERIC_KEYS = dict(
+    seed=("an integer in [0, 4294967295]", True, lambda v: 0 <= v <= 2**32 - 1),
+    steps=_POSITIVE_INT,
+    batch_size=_POSITIVE_INT,
+    clip_frames=_POSITIVE_INT,
+    learning_rate=_POSITIVE,
+    final_learning_rate=("a number >= 0", False, lambda v: v >= 0),
+    warmup_steps=_COUNT,
+    beta_1=_FRACTION,
+    beta_2=_FRACTION,
+    ema_momentum=("a number in (0, 1)", False, lambda v: 0 < v < 1),
+    ema_every=_POSITIVE_INT,
+    grad_accum=_POSITIVE_INT,
+    silence_rms_db=("a level in dBFS", False, lambda v: True),
+    shuffle_buffer=_COUNT,
+    data_skip_limit=_COUNT,
+    checkpoint_every=_POSITIVE_INT,
+    keep_checkpoints=("an integer >= 0 (0 keeps all)", True, lambda v: v >= 0),
+    export_preset_every=("an integer >= 0 (0: never)", True, lambda v: v >= 0),
+    max_minutes=_POSITIVE,
+    log_every=_POSITIVE_INT,
+    num_log_examples=_COUNT,
+    devices=_POSITIVE_INT,
+    model_parallel=_POSITIVE_INT,
+    cpu_replicas=_POSITIVE_INT,
+)
+NULLABLE_KEYS = ("ema_momentum", "silence_rms_db", "max_minutes", "devices", "cpu_replicas")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _checked_number(key, value, what, integer, test, nullable=False):
+    """`value` as an int (`integer`) or number passing `test`; raise ValueError naming `key`."""
+    if value is None and nullable:
+        return None
+    number = _is_number(value)
+    if number and integer and float(value).is_integer():
+        value = int(value)
+    if not number or (integer and not isinstance(value, int)) or not test(value):
+        raise ValueError(f"{key} must be {what}{' or null' if nullable else ''}, got {value!r}")
+    return value
+
+
+def _check_model_keys(model):
+    """Types of the `model.*` overrides, against the LinCAE fields' defaults (LinCAE checks ranges)."""
+    from keras_lincae.models.lincae import ARCHITECTURE_DEFAULTS, TRAINING_DEFAULTS
+
+    if not isinstance(model, dict):
+        raise ValueError(f"model must be a mapping of LinCAE fields, got {model!r}")
+    fields = dict(ARCHITECTURE_DEFAULTS, **TRAINING_DEFAULTS)
+    unknown = sorted(set(model) - set(fields))
+    if unknown:
+        raise ValueError(f"Unknown model keys {unknown}; known: {', '.join(sorted(fields))}")
+    for key, value in model.items():
+        default, name = fields[key], f"model.{key}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string, got {value!r}")
+        elif isinstance(default, (list, tuple)):
+            if not isinstance(value, (list, tuple)) or not all(_is_number(v) and float(v).is_integer() for v in value):
+                raise ValueError(f"{name} must be a list of integers, got {value!r}")
+            model[key] = [int(v) for v in value]
+        else:  # a number, or None (ema_momentum)
+            integer = isinstance(default, int)
+            what = "an integer" if integer else "a number"
+            model[key] = _checked_number(name, value, what, integer, lambda v: True, nullable=default is None)
+
+
 def check_config(config):
-    """Validate a resolved config; raise ValueError with the offending key."""
+    """Validate a resolved config: the type and range of every key; raise ValueError naming it.
+
+    Integral floats (`steps: 1e5`) of integer keys become ints; `model.*` values get their type
+    checked here and their range by `LinCAE`.
+    """
+    from keras_lincae.training.schedules import _DECAYS
+
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"Unknown config keys {unknown}")
-    for key in ("steps", "batch_size", "clip_frames", "grad_accum", "checkpoint_every", "log_every"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise ValueError(f"{key} must be a positive integer, got {config[key]!r}")
-    limit = config.get("max_minutes")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
-        raise ValueError(f"max_minutes must be a positive number of minutes, got {limit!r}")
+    for key, (what, integer, test) in NUMERIC_KEYS.items():
+        config[key] = _checked_number(key, config[key], what, integer, test, nullable=key in NULLABLE_KEYS)
+    _check_model_keys(config["model"])
+    for key in ("preset", "init_weights", "tpu"):
+        if not (isinstance(config[key], str) or (config[key] is None and key != "preset")):
+            raise ValueError(f"{key} must be a string, got {config[key]!r}")
+    data = config["data"]
+    if not (data is None or isinstance(data, str) or
+            (isinstance(data, list) and all(isinstance(d, str) for d in data))):
+        raise ValueError(f"data must be a folder or a list of folders, got {data!r}")
+    weights = config["data_weights"]
+    if weights is not None and not (isinstance(weights, list) and all(_is_number(w) and w >= 0 for w in weights)):
+        raise ValueError(f"data_weights must be a list of numbers >= 0, got {weights!r}")
+    stems = config["musdb_stems"]
+    if not (isinstance(stems, bool) or (isinstance(stems, list) and all(isinstance(s, str) for s in stems))):
+        raise ValueError(f"musdb_stems must be true, false or a list of stem names, got {stems!r}")
+    if config["jit_compile"] not in ("auto", True, False):
+        raise ValueError(f"jit_compile must be auto, true or false, got {config['jit_compile']!r}")
+    if config["lr_decay"] not in _DECAYS:
+        raise ValueError(f"lr_decay must be one of {', '.join(map(str, _DECAYS))}, got {config['lr_decay']!r}")
     if config["batch_size"] % config["grad_accum"]:
         raise ValueError(f"batch_size {config['batch_size']} is not divisible by grad_accum {config['grad_accum']}")
     if config["lr_decay"] in ("cosine", "linear") and config["steps"] <= config["warmup_steps"]:
@@ -520,7 +644,14 @@ class Trainer:
             meta = dict(batches_consumed=self.micro, grad_accum=self.accum, backend=keras.backend.backend(),
                         keras_version=keras.__version__, distribution=self.dist.describe(),
                         time=time.strftime("%Y-%m-%dT%H:%M:%S"))
-            path = self.checkpointer.save(self.model, step, meta)
+            try:
+                path = self.checkpointer.save(self.model, step, meta)
+            except OSError as error:
+                self.checkpointer.clean_temporaries()  # no partial file left taking space
+                hint = "free some space" if error.errno == errno.ENOSPC else "fix that"
+                raise OSError(error.errno, f"cannot write the checkpoint of step {step} in "
+                                           f"{self.checkpointer.directory}: {error.strerror or error}; "
+                                           f"{hint}, then continue with --resume") from error
             self.last_saved = step
             self._log(f"\n[checkpoint] step {step}: {path}")
             self.monitor.log_audio(step)
