@@ -15,6 +15,7 @@ Run directory layout::
 """
 
 import copy
+import difflib
 import errno
 import json
 import math
@@ -229,7 +230,9 @@ def _check_model_keys(model):
     fields = dict(ARCHITECTURE_DEFAULTS, **TRAINING_DEFAULTS)
     unknown = sorted(set(model) - set(fields))
     if unknown:
-        raise ValueError(f"Unknown model keys {unknown}; known: {', '.join(sorted(fields))}")
+        close = difflib.get_close_matches(unknown[0], fields, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see LinCAE's fields in keras_lincae.models.lincae"
+        raise ValueError(f"Unknown model keys {unknown}: {hint}")
     for key, value in model.items():
         default, name = fields[key], f"model.{key}"
         if isinstance(default, bool):
