@@ -9,6 +9,12 @@ A Lin-CAE is trained so that its decoder is (approximately) linear in the latent
 - together: `separate(z_mix, z_accompaniment) = z_mix - z_accompaniment` decodes to about the
   remaining source (e.g. vocals).
 
+Affine arithmetic: if the encoder maps silence to `z0 = Enc(0) != 0`, it is affine, not linear:
+`z_u + z_v` then carries `z0` twice and `z_mix - z_acc` not at all. Every function takes
+`origin=z0` (from `silence_latents`) and then works relative to it: `mix` returns
+`z0 + sum_i g_i (z_i - z0)`, so `separate` returns `z_mix - z_acc + z0` and `scale` returns
+`z0 + a (z - z0)`; the audio helpers take `affine=True`.
+
 These are approximations that hold as well as the model learned them (a plain Music2Latent model
 is far less linear than Lin-CAE); the functions here compute the exact latent combinations, and the
 audio helpers encode every input, combine the latents and decode once — N sources cost N encodes
@@ -37,7 +43,7 @@ import numpy as np
 
 from keras_lincae.long_audio import ChunkedLatents, decode_long, encode_long
 
-__all__ = ["mix", "mix_audio", "scale", "scale_audio", "separate", "separate_audio"]
+__all__ = ["mix", "mix_audio", "scale", "scale_audio", "separate", "separate_audio", "silence_latents"]
 
 
 def _check_gain(gain, what="gain"):
@@ -105,13 +111,32 @@ def _check_same(latents_list, names):
             )
 
 
-def mix(latents_list, gains=None):
+def silence_latents(model, like):
+    """`Enc(silence)` shaped like `like` (latents of `model.encode`, or `ChunkedLatents`).
+
+    The origin of affine latent arithmetic (module docstring). For `ChunkedLatents` the silence
+    is encoded with the same chunking.
+    """
+    if isinstance(like, ChunkedLatents):
+        shape = (1,) * (like.latents.ndim - 4) + (1, like.length)
+        silence = encode_long(model, np.zeros(shape, np.float32), like=like)
+        return like.with_latents(np.broadcast_to(silence.latents, like.latents.shape))
+    from keras import ops
+
+    shape = _shape(_check_latents(like, "like"))
+    zero = model.encode(np.zeros((1, model.decoded_length(shape[-2])), np.float32))
+    return ops.broadcast_to(ops.reshape(zero, (1,) * (len(shape) - 2) + tuple(zero.shape[-2:])), shape)
+
+
+def mix(latents_list, gains=None, origin=None):
     """Weighted sum of latents, `sum_i gains[i] * latents_list[i]` (additivity + homogeneity).
 
     Args:
         latents_list: list or tuple of latents of one shape (tensors/arrays, or `ChunkedLatents`
             of one layout).
         gains: sequence of finite numbers, one per latents; None gives all ones.
+        origin: optional `silence_latents` of the same shape: the sum is taken relative to it,
+            `origin + sum_i gains[i] * (latents_list[i] - origin)` (affine arithmetic).
     Returns:
         The mixed latents, same kind and shape as the inputs.
     Raises:
@@ -123,6 +148,8 @@ def mix(latents_list, gains=None):
     if not latents_list:
         raise ValueError("latents_list is empty: nothing to mix")
     gains = _check_gains(gains, len(latents_list))
+    if origin is not None:  # origin + sum g_i (z_i - origin) = sum g_i z_i + (1 - sum g_i) origin
+        return mix(list(latents_list) + [origin], gains + [1.0 - sum(gains)])
     names = [f"latents_list[{i}]" for i in range(len(latents_list))]
     checked = [_check_latents(z, n) for z, n in zip(latents_list, names)]
     _check_same(checked, names)
@@ -135,18 +162,22 @@ def mix(latents_list, gains=None):
     return total
 
 
-def scale(latents, gain):
-    """`gain * latents`: a volume change by `gain` through homogeneity, `Dec(a z) ~= a Dec(z)`."""
-    return mix([latents], [_check_gain(gain)])
+def scale(latents, gain, origin=None):
+    """`gain * latents`: a volume change by `gain` through homogeneity, `Dec(a z) ~= a Dec(z)`.
+
+    With `origin` (`silence_latents`): `origin + gain * (latents - origin)`.
+    """
+    return mix([latents], [_check_gain(gain)], origin)
 
 
-def separate(mix_latents, other_latents):
+def separate(mix_latents, other_latents, origin=None):
     """`mix_latents - other_latents`: decodes to about `mixture - other` by additivity.
 
     With `other_latents` the latents of the accompaniment (everything but one stem), the result
-    decodes to about the remaining stem. Shapes (and chunk layouts) must match.
+    decodes to about the remaining stem. Shapes (and chunk layouts) must match. With `origin`
+    (`silence_latents`): `mix_latents - other_latents + origin`.
     """
-    return mix([mix_latents, other_latents], [1.0, -1.0])
+    return mix([mix_latents, other_latents], [1.0, -1.0], origin)
 
 
 # ------------------------------------------------------------------------------ audio helpers
@@ -185,7 +216,7 @@ def _pad_to(audio, length):
 
 
 def mix_audio(model, audios, gains=None, steps=1, seed=None, chunk_seconds=None, overlap=0.25,
-              batch_size=1, progress=None):
+              batch_size=1, progress=None, affine=False):
     """Mix audio through latent space: encode every input, `mix` the latents, decode once.
 
     Relies on additivity and homogeneity (module docstring): the output approximates
@@ -198,6 +229,7 @@ def mix_audio(model, audios, gains=None, steps=1, seed=None, chunk_seconds=None,
         gains: one finite number per input, None for all ones.
         steps, seed: decoding as in `LinCAE.decode` (`seed` None draws fresh noise).
         chunk_seconds, overlap, batch_size, progress: as in `encode_long` (None: one chunk).
+        affine: bool, False. Mix relative to `Enc(silence)` (`silence_latents`).
     Returns:
         float32 NumPy audio shaped like the longest input.
     """
@@ -207,23 +239,24 @@ def mix_audio(model, audios, gains=None, steps=1, seed=None, chunk_seconds=None,
     latents = [
         encode_long(model, _pad_to(a, length), chunk_seconds, overlap, batch_size, progress) for a in audios
     ]
-    return decode_long(model, mix(latents, gains), steps=steps, seed=seed, batch_size=batch_size,
+    origin = silence_latents(model, latents[0]) if affine else None
+    return decode_long(model, mix(latents, gains, origin), steps=steps, seed=seed, batch_size=batch_size,
                        progress=progress)
 
 
 def scale_audio(model, audio, gain, steps=1, seed=None, chunk_seconds=None, overlap=0.25, batch_size=1,
-                progress=None):
+                progress=None, affine=False):
     """Change volume in latent space: encode, multiply the latents by `gain`, decode.
 
     Relies on homogeneity, `Dec(a z) ~= a Dec(z)`: the output approximates `gain * audio`.
     Arguments as in `mix_audio`; returns audio shaped like `audio`.
     """
     gain = _check_gain(gain)
-    return mix_audio(model, [audio], [gain], steps, seed, chunk_seconds, overlap, batch_size, progress)
+    return mix_audio(model, [audio], [gain], steps, seed, chunk_seconds, overlap, batch_size, progress, affine)
 
 
 def separate_audio(model, mixture, accompaniment, steps=1, seed=None, chunk_seconds=None, overlap=0.25,
-                   batch_size=1, progress=None):
+                   batch_size=1, progress=None, affine=False):
     """Separate by subtraction: decode `Enc(mixture) - Enc(accompaniment)` once.
 
     Relies on additivity: if `mixture = target + accompaniment`, the output approximates `target`.
@@ -236,4 +269,4 @@ def separate_audio(model, mixture, accompaniment, steps=1, seed=None, chunk_seco
             f"accompaniment is longer than the mixture ({accompaniment.shape[-1]} > {mixture.shape[-1]} samples)"
         )
     return mix_audio(model, [mixture, accompaniment], [1.0, -1.0], steps, seed, chunk_seconds, overlap,
-                     batch_size, progress)
+                     batch_size, progress, affine)

@@ -387,16 +387,20 @@ class ModelFunctions:
       with zeros to the full size, so each clip length compiles one function per direction
       (eager PyTorch needs no padding);
     * results are cached by the bytes of their input, and ``prefetch`` computes everything one
-      evaluation batch needs in two batched calls (with ``steps=1``).
+      evaluation batch needs in two batched calls (with ``steps=1``);
+    * ``affine=True`` measures in coordinates centred on the encoding of silence: ``encode``
+      returns ``Enc(x) - Enc(0)`` and ``decode(z)`` decodes ``z + Enc(0)`` (the affine latent
+      arithmetic of ``keras_lincae.arithmetic``); reconstructions are unchanged.
 
     Args:
         model: a ``LinCAE``.
         steps: int, 1. Decoding steps.
         seed: int, 0. Seed of the decoding noise.
         batch_size: int, 8. Items per model call.
+        affine: bool, False. Latents relative to ``Enc(silence)``.
     """
 
-    def __init__(self, model, steps=1, seed=0, batch_size=8):
+    def __init__(self, model, steps=1, seed=0, batch_size=8, affine=False):
         if int(steps) < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if int(batch_size) < 1:
@@ -407,8 +411,10 @@ class ModelFunctions:
         import keras
 
         self._pad_chunks = keras.backend.backend() in ("jax", "tensorflow")
+        self.affine = bool(affine)
         self._cache = {}
         self._noise = {}
+        self._origins = {}
         self.calls = {"encode": 0, "decode": 0}
 
     @property
@@ -438,7 +444,17 @@ class ModelFunctions:
         front, back = self.model.autoencode_padding(x.shape[1])
         x = np.pad(x, ((0, 0), (front, back)))
         self.calls["encode"] += 1
-        return self._chunks(x, lambda a: keras.ops.convert_to_numpy(self.model.encode(a)))
+        latents = self._chunks(x, lambda a: keras.ops.convert_to_numpy(self.model.encode(a)))
+        return latents - self.origin(latents.shape[1]) if self.affine else latents
+
+    def origin(self, frames):
+        """``Enc(silence)`` for ``frames`` latent frames, ``(1, frames, channels)`` float64."""
+        if frames not in self._origins:
+            import keras
+
+            silence = np.zeros((1, self.model.decoded_length(frames)), np.float32)
+            self._origins[frames] = keras.ops.convert_to_numpy(self.model.encode(silence)).astype(np.float64)
+        return self._origins[frames]
 
     def noise(self, frames):
         """The shared starting noise for ``frames`` latent frames: ``(1, ...)`` float32."""
@@ -452,7 +468,7 @@ class ModelFunctions:
     def _decode_raw(self, latents):
         import keras
 
-        z = np.asarray(latents, np.float32)
+        z = np.asarray(latents + self.origin(latents.shape[1]) if self.affine else latents, np.float32)
         noise = self.noise(int(z.shape[1]))
 
         def run(part):
@@ -684,7 +700,8 @@ def model_display_name(preset):
 
 def evaluate_model(model_or_fns, clips, name="model", preset=None, steps=1, seed=0,
                    batch_size=4, call_batch_size=8, metrics=None,
-                   gains: Sequence[float] = M.DEFAULT_GAINS, progress=True, clear_cache=True):
+                   gains: Sequence[float] = M.DEFAULT_GAINS, progress=True, clear_cache=True,
+                   affine=False):
     """Score one model on ``clips``.
 
     Args:
@@ -699,6 +716,7 @@ def evaluate_model(model_or_fns, clips, name="model", preset=None, steps=1, seed
         progress: bool, True. Draw a progress bar on stderr.
         clear_cache: bool, True. Empty the encode/decode cache after each batch (keep it to
             reuse the results, as the demo page does).
+        affine: bool, False. Score latents relative to ``Enc(silence)`` (see ``ModelFunctions``).
 
     Returns:
         dict with ``name``, ``preset``, ``per_song`` (``metric -> list``, one value per clip,
@@ -711,7 +729,7 @@ def evaluate_model(model_or_fns, clips, name="model", preset=None, steps=1, seed
                             else [s.name if isinstance(s, MetricSpec) else s for s in metrics],
                             gains)
     if hasattr(model_or_fns, "encode") and hasattr(model_or_fns, "autoencode_padding"):
-        fns = ModelFunctions(model_or_fns, steps=steps, seed=seed, batch_size=call_batch_size)
+        fns = ModelFunctions(model_or_fns, steps=steps, seed=seed, batch_size=call_batch_size, affine=affine)
     else:
         fns = model_or_fns
     t0 = time.perf_counter()
@@ -888,7 +906,9 @@ def format_markdown(results):
         f"Data: `{cfg.get('data')}`, target `{cfg.get('target')}`, "
         f"{len(results['songs'])} song(s), clips of up to {cfg.get('clip_seconds')} s "
         f"(start: {cfg.get('clip_start')}), {cfg.get('steps')} decoding step(s), seed "
-        f"{cfg.get('seed')}, backend {cfg.get('keras_backend')}. Values are means over songs, "
+        f"{cfg.get('seed')}, backend {cfg.get('keras_backend')}"
+        + (", latent arithmetic relative to Enc(silence) (affine)" if cfg.get("affine") else "")
+        + ". Values are means over songs, "
         f"with a 95 % confidence interval (±) from {MIN_SONGS_FOR_CI} songs on; "
         "↑ higher is better, ↓ lower is better.")
     lines.append("")

@@ -53,6 +53,9 @@ def build_parser():
                    help="comma-separated metric or group names (" + ", ".join(METRIC_GROUPS)
                         + "), default all")
     p.add_argument("--out", default="eval_results", help="output folder (default eval_results)")
+    p.add_argument("--affine", action="store_true",
+                   help="latent arithmetic relative to Enc(silence): homogeneity, additivity and separation "
+                        "measured on Enc(x) - Enc(0), decoded as z + Enc(0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     entry.add_flags(p)
     return p
@@ -108,10 +111,10 @@ def main(argv=None, models=None):
         rows.append(E.evaluate_model(
             model, clips, name=name, preset=preset, steps=args.steps, seed=args.seed,
             batch_size=args.batch_size, call_batch_size=args.call_batch_size, metrics=metrics,
-            progress=not args.no_progress))
+            progress=not args.no_progress, affine=args.affine))
     config = dict(data=os.fspath(data), target=args.target, clip_seconds=args.clip_seconds,
                   clip_start=args.clip_start, max_songs=args.max_songs, steps=args.steps,
-                  seed=args.seed, presets=list(args.preset))
+                  seed=args.seed, presets=list(args.preset), affine=args.affine)
     results = E.make_results(rows, clips, skipped, config, metrics=args.metrics)
     paths = E.write_results(results, args.out)
     command = " ".join(["python recipes/evaluate.py", *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from conftest import music_like, to_numpy
 
-from keras_lincae.arithmetic import mix, mix_audio, scale, scale_audio, separate, separate_audio
+from keras_lincae.arithmetic import (
+    mix,
+    mix_audio,
+    scale,
+    scale_audio,
+    separate,
+    separate_audio,
+    silence_latents,
+)
 from keras_lincae.long_audio import decode_noise, encode_long
 
 # Two items per model call (one stereo clip, or two mono ones) of one length, so that jax and
@@ -130,3 +138,28 @@ def test_audio_helpers_bad_input(tiny_model, call, match):
     x = music_like(200, batch=2, seed=0)
     with pytest.raises(ValueError, match=match):
         call(tiny_model, x)
+
+
+def test_affine_arithmetic_works_relative_to_the_encoding_of_silence(tiny_model, clips):
+    u, v = clips[2], clips[3]
+    origin = to_numpy(silence_latents(tiny_model, u))
+    silence = _encode_like_autoencode(tiny_model, np.zeros((1, LENGTH), np.float32))
+    np.testing.assert_allclose(origin, np.broadcast_to(silence, u.shape), atol=1e-6)
+    assert np.abs(origin).max() > 1e-3  # this encoder is affine: silence is not the zero latent
+    np.testing.assert_allclose(to_numpy(separate(u, v, origin)), u - v + origin, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(mix([u, v], [0.5, 2.0], origin)), 0.5 * u + 2.0 * v - 1.5 * origin, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(scale(u, 0.0, origin)), origin, atol=1e-6)  # gain 0 gives silence
+    # The audio helpers decode the same combination.
+    out = separate_audio(tiny_model, clips[0], clips[1], seed=6, batch_size=2, affine=True)
+    expected = _decode_like_autoencode(tiny_model, u - v + origin, seed=6)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_affine_arithmetic_on_chunked_latents(tiny_model):
+    audio = music_like(12_000, batch=2, seed=5)
+    a = encode_long(tiny_model, audio[:1], chunk_seconds=0.2, batch_size=2)
+    b = encode_long(tiny_model, audio[1:], chunk_seconds=0.2, batch_size=2)
+    origin = silence_latents(tiny_model, a)
+    silence = encode_long(tiny_model, np.zeros((1, 12_000), np.float32), like=a)
+    np.testing.assert_allclose(origin.latents, silence.latents, atol=1e-6)
+    np.testing.assert_allclose(separate(a, b, origin).latents, a.latents - b.latents + silence.latents, atol=1e-5)

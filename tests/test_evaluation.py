@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import music_like
 from eval_helpers import MODELS, LinearStandIn, NonLinearStandIn, load_recipe, shared_tiny_setup
 from keras_lincae import evaluation as E
 
@@ -297,3 +298,13 @@ def test_model_functions_batches_once_and_keeps_clips_independent():
     # Another seed, other noise.
     other = E.evaluate_batch(E.ModelFunctions(_FakeLinCAE(), seed=4, batch_size=64), u + v, u, v)
     assert not np.allclose(other["recon_snr"], batched["recon_snr"])
+
+
+def test_affine_model_functions_measure_relative_to_silence(tiny_model):
+    plain = E.ModelFunctions(tiny_model, seed=0, batch_size=2)
+    affine = E.ModelFunctions(tiny_model, seed=0, batch_size=2, affine=True)
+    x = music_like(8192, batch=2, seed=3).astype(np.float64)
+    np.testing.assert_allclose(affine.encode(np.zeros_like(x)), 0.0, atol=1e-6)  # silence is the origin
+    z, z_affine = plain.encode(x), affine.encode(x)
+    np.testing.assert_allclose(z_affine, z - affine.origin(z.shape[1]), atol=1e-6)
+    np.testing.assert_allclose(affine.decode(z_affine), plain.decode(z), atol=1e-5)  # same reconstruction
