@@ -41,6 +41,7 @@ AUDIO_OUTPUTS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
 LATENT_SUFFIX = ".npz"
 SAMPLE_RATES = (8_000, 384_000)  # accepted audio sample rates, inputs and outputs (Hz)
 MAX_SEED = 2**32 - 1  # as `LinCAE.decode`
+AFFINE_DEFAULT = False  # mix / separate / scale relative to Enc(silence); chosen from docs/evaluation (affine)
 TEMP_PREFIX = ".lincae-"  # temporary outputs: .lincae-<pid>-<random>.tmp beside the output
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-\w+\.tmp")
 
@@ -175,19 +176,25 @@ def build_parser():
     p.add_argument("input", help="audio file")
     p.add_argument("-o", "--output", required=True, help=out_help.format(".wav or .flac"))
 
-    p = sub.add_parser("mix", parents=[model_opts, chunk_opts, decode_opts],
+    arith_opts = argparse.ArgumentParser(add_help=False)
+    arith_opts.add_argument(
+        "--affine", action=argparse.BooleanOptionalAction, default=AFFINE_DEFAULT,
+        help="combine latents relative to Enc(silence) (an encoder that is affine, not linear)"
+             f" (default: {'on' if AFFINE_DEFAULT else 'off'})")
+
+    p = sub.add_parser("mix", parents=[model_opts, chunk_opts, decode_opts, arith_opts],
                        help="weighted sum of audio or latent files, decoded once")
     p.add_argument("inputs", nargs="+", help="audio or latent files (shorter audio is zero-padded)")
     p.add_argument("--gains", type=float, nargs="+", default=None, help="one gain per input (default 1 each)")
     p.add_argument("-o", "--output", required=True, help=out_help.format(".wav, .flac or .npz"))
 
-    p = sub.add_parser("separate", parents=[model_opts, chunk_opts, decode_opts],
+    p = sub.add_parser("separate", parents=[model_opts, chunk_opts, decode_opts, arith_opts],
                        help="mixture minus accompaniment in latent space")
     p.add_argument("mixture", help="audio or latent file of the mixture")
     p.add_argument("accompaniment", help="audio or latent file of what to remove")
     p.add_argument("-o", "--output", required=True, help=out_help.format(".wav, .flac or .npz"))
 
-    p = sub.add_parser("scale", parents=[model_opts, chunk_opts, decode_opts],
+    p = sub.add_parser("scale", parents=[model_opts, chunk_opts, decode_opts, arith_opts],
                        help="multiply the latents by a gain (volume change)")
     p.add_argument("input", help="audio or latent file")
     p.add_argument("--gain", type=float, required=True, help="gain")
@@ -481,7 +488,8 @@ def _combine(args, paths, gains, progress, first_sets_length=False):
             audio = np.pad(audio, ((0, 0), (0, length - audio.shape[-1])))
             latents.append(_encode_audio(model, audio, args, progress, like=like))
     try:
-        combined = arithmetic.mix(latents, gains)
+        origin = arithmetic.silence_latents(model, latents[0]) if args.affine else None
+        combined = arithmetic.mix(latents, gains, origin)
     except ValueError as error:
         raise CliError(f"{error} (encode latent files with the same --chunk-seconds and --overlap)") from error
     if suffix == LATENT_SUFFIX:

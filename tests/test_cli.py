@@ -106,6 +106,13 @@ def test_mix_separate_scale_equal_api(model, tmp_path, capsys):
     assert code == 0, err
     with np.load(tmp_path / "sc.npz") as npz:
         np.testing.assert_allclose(npz["latents"], 2 * zv.latents[0], rtol=0, atol=1e-5)
+    # --affine: relative to the encoding of silence with the same chunking.
+    origin = arithmetic.silence_latents(model, zv)
+    code, _, err = _run(capsys, "scale", tmp_path / "v.npz", "--gain", "2", "--affine", "-o", tmp_path / "sa.npz",
+                        *FAST)
+    assert code == 0, err
+    with np.load(tmp_path / "sa.npz") as npz:
+        np.testing.assert_allclose(npz["latents"], 2 * zv.latents[0] - origin.latents[0], rtol=0, atol=1e-5)
 
 
 def test_missing_weights_fall_back_to_random_with_a_warning(monkeypatch, capsys):
