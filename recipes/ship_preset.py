@@ -171,7 +171,7 @@ def _card(name, model, config, meta, evals, notes):
         f"- Hardware: {meta['hardware']}",
         f"- Wall time: {meta['wall_time_hours']:.2f} h" if meta.get("wall_time_hours") else "- Wall time: unknown",
         "",
-        "## Evaluation (held-out music; 1-step decoding, seed 0; mean ± 95% CI over clips)",
+        "## Evaluation (held-out music; 1-step decoding, seed 0; means over songs, ± a 95% CI from 5 songs on)",
         "",
     ]
     for label, folder in evals:
