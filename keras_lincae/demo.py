@@ -334,7 +334,7 @@ def results_table_html(results):
 
 def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float] = DEMO_GAINS,
                     target="vocals", embed=False, title="Lin-CAE listening examples",
-                    progress=None, audio_format="ogg"):
+                    progress=None, audio_format="ogg", about=None):
     """Write ``out_dir/index.html`` (and ``out_dir/media/`` unless ``embed``).
 
     Args:
@@ -347,6 +347,7 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
         embed: bool, False. Embed media as ``data:`` URIs in one HTML file.
         audio_format: "ogg" (Ogg Vorbis, default: a page ~10x smaller) or "wav" (16-bit PCM).
         progress: optional callable ``(info)`` called after each model's audio is decoded.
+        about: optional one line saying what the models are (e.g. their training budget).
 
     Returns:
         the path of ``index.html``.
@@ -372,13 +373,20 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
         "its player. The first row of each song holds the references; each further row is one "
         "model, decoded with a fixed seed.</p>",
     ]
+    if about:
+        parts.append(f'<p class="note">{e(about)}</p>')
     if results is not None:
+        from keras_lincae.evaluation import MIN_SONGS_FOR_CI, verdict
+
         cfg = results.get("config", {})
         parts.append("<h2>Results</h2>")
         parts.append(results_table_html(results))
+        if verdict(results):
+            parts.append(f'<p class="note">{e(verdict(results))}</p>')
         parts.append(
-            f'<p class="note">Mean ± 95 % confidence interval over {len(results.get("songs", []))}'
-            f" song(s) of {e(str(cfg.get('data', '')))} (target {e(str(cfg.get('target', '')))},"
+            f'<p class="note">Means over {len(results.get("songs", []))} song(s) (± a 95 % confidence'
+            f" interval from {MIN_SONGS_FOR_CI} songs on)"
+            f" of {e(str(cfg.get('data', '')))} (target {e(str(cfg.get('target', '')))},"
             f" clips of up to {e(str(cfg.get('clip_seconds', '')))} s, "
             f"{e(str(cfg.get('steps', '')))} step(s), seed {e(str(cfg.get('seed', '')))}); "
             "↑ higher is better, ↓ lower is better.</p>")
