@@ -304,7 +304,7 @@ def test_affine_model_functions_measure_relative_to_silence(tiny_model):
     plain = E.ModelFunctions(tiny_model, seed=0, batch_size=2)
     affine = E.ModelFunctions(tiny_model, seed=0, batch_size=2, affine=True)
     x = music_like(8192, batch=2, seed=3).astype(np.float64)
-    np.testing.assert_allclose(affine.encode(np.zeros_like(x)), 0.0, atol=1e-6)  # silence is the origin
+    np.testing.assert_allclose(affine.encode(np.zeros_like(x)), 0.0, atol=1e-5)  # silence is the origin
     z, z_affine = plain.encode(x), affine.encode(x)
-    np.testing.assert_allclose(z_affine, z - affine.origin(z.shape[1]), atol=1e-6)
+    np.testing.assert_allclose(z_affine, z - affine.origin(z.shape[1]), atol=1e-5)
     np.testing.assert_allclose(affine.decode(z_affine), plain.decode(z), atol=1e-5)  # same reconstruction
