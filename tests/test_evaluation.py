@@ -105,6 +105,7 @@ def test_tables_one_row_per_model(stand_in_rows, tmp_path):
     E.write_results(results, tmp_path)
     _check_tables(tmp_path, ["linear", "non-linear"], ["song_000", "song_001"],
                   ["song_zz_no_vocals"])
+    assert E.load_results(tmp_path)["models"] == results["models"]
 
 
 def test_evaluate_recipe_bad_arguments(tiny_setup, tmp_path, capsys):
