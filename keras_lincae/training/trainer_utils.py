@@ -27,6 +27,8 @@ import time
 import keras
 import numpy as np
 
+from keras_lincae.models.validation import MAX_SEED
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "recipes", "configs")
 
 # Keys a resumed run may change; every other key must match the run's saved config.
@@ -177,7 +179,7 @@ _POSITIVE = ("a positive number", False, lambda v: v > 0)
 _FRACTION = ("a number in [0, 1)", False, lambda v: 0 <= v < 1)
 # Numeric config keys: (what the value must be, integer?, range test); every value must be finite.
 NUMERIC_KEYS = dict(
-    seed=("an integer in [0, 4294967295]", True, lambda v: 0 <= v <= 2**32 - 1),
+    seed=(f"an integer in [0, {MAX_SEED}]", True, lambda v: 0 <= v <= MAX_SEED),
     steps=_POSITIVE_INT,
     batch_size=_POSITIVE_INT,
     clip_frames=_POSITIVE_INT,
