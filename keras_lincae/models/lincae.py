@@ -89,6 +89,9 @@ TRAINING_DEFAULTS = dict(
     # Objective: "consistency" (the official one) or "one_step_spectral" (a warm start of the
     # 1-step regime: decode from sigma_max, multi-resolution spectral loss on the waveform).
     objective="consistency",
+    # Weight of the log-magnitude term of that spectral loss (spectral convergence has weight 1);
+    # below 1 it favours the loud bins that magnitude-SNR counts.
+    spectral_log_weight=1.0,
     # Consistency training.
     p_mean=-1.1,
     p_std=2.0,
@@ -352,7 +355,9 @@ class LinCAE(keras.Model):
         sigma = ops.full((representation.shape[0],), self.sigma_max)
         decoded = self.frontend.to_waveform(self.decoder.denoise(noise * self.sigma_max, sigma, pyramid, training))
         edge, length = self.frontend.n_fft - self.hop_size, decoded.shape[-1]
-        return losses.multi_resolution_spectral_loss(decoded[:, edge : length - edge], audio[:, edge : length - edge])
+        return losses.multi_resolution_spectral_loss(
+            decoded[:, edge : length - edge], audio[:, edge : length - edge], log_weight=self.spectral_log_weight
+        )
 
     def _encode_unscaled(self, audio, training):
         representation = self.frontend.to_representation(audio)

@@ -24,8 +24,8 @@ def _stft_magnitude(audio, n_fft, hop):
     return ops.sqrt(ops.maximum(real * real + imag * imag, SPECTRAL_POWER_FLOOR))
 
 
-def multi_resolution_spectral_loss(prediction, target, resolutions=SPECTRAL_RESOLUTIONS):
-    """Mean over resolutions of spectral convergence + mean |log|X| - log|Y||.
+def multi_resolution_spectral_loss(prediction, target, log_weight=1.0, resolutions=SPECTRAL_RESOLUTIONS):
+    """Mean over resolutions of spectral convergence + `log_weight` * mean |log|X| - log|Y||.
 
     Phase-blind (magnitudes only), so a decoder that invents phase is not punished
     for it. Spectral convergence pools the batch (silent clips, e.g. gain 0, stay
@@ -39,5 +39,5 @@ def multi_resolution_spectral_loss(prediction, target, resolutions=SPECTRAL_RESO
         y = _stft_magnitude(target, n_fft, hop)
         convergence = ops.sqrt(ops.sum(ops.square(y - x))) / ops.sqrt(ops.sum(ops.square(y)))
         log_distance = ops.mean(ops.abs(ops.log(x) - ops.log(y)))
-        total = total + convergence + log_distance
+        total = total + convergence + log_weight * log_distance
     return total / len(resolutions)
