@@ -16,7 +16,7 @@ import os
 import time
 
 from keras_lincae import data
-from keras_lincae.synth import ensure_default_dataset
+from keras_lincae.data.synth import ensure_default_dataset
 
 
 def rate(batches, warmup, count):

@@ -234,15 +234,12 @@ def build_export_archive(model, steps=1):
         raise RuntimeError("build_export_archive needs KERAS_BACKEND=tensorflow")
     import tensorflow as tf
 
-    from keras_lincae.models.lincae import sampling_sigmas
-
     _check_steps(steps)
     if not model.built:
         model.build()
     hop, n_fft, td = model.hop_size, model.frontend.n_fft, model.time_downsampling
     channels, data_channels = model.latent_channels, model.data_channels
     front = n_fft - hop
-    sigmas = sampling_sigmas(steps, model.sigma_min, model.sigma_max, model.rho)
 
     def audio_spec(name):
         return tf.TensorSpec((None, None), tf.float32, name=name)
@@ -271,7 +268,7 @@ def build_export_archive(model, steps=1):
     def split_and_sample(latents, noise):
         frames = td * tf.shape(latents)[1]
         draws = [noise[:, k * frames : (k + 1) * frames] for k in range(steps)]
-        return model._sample(latents, draws, sigmas)
+        return model.sample(latents, draws)
 
     sampler = tf.function(split_and_sample, autograph=False).get_concrete_function(latents_spec, noise_spec)
 

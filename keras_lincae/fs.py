@@ -1,6 +1,13 @@
-"""Small file-system helpers shared by the atomic writers (presets, exports, CLI outputs)."""
+"""File-system helpers: the cache folder and the file mode of atomic writes (presets, exports, outputs)."""
 
 import os
+from pathlib import Path
+
+
+def cache_root():
+    """``$KERAS_LINCAE_CACHE`` if set, else ``~/.cache/keras_lincae`` (a `Path`)."""
+    base = os.environ.get("KERAS_LINCAE_CACHE")
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "keras_lincae"
 
 
 def give_usual_mode(path):

@@ -14,7 +14,7 @@ import uuid
 import keras
 
 from keras_lincae import presets
-from keras_lincae.cache import cache_root
+from keras_lincae.fs import cache_root
 from keras_lincae.fs import give_usual_mode
 
 CONFIG_FILE = "config.json"

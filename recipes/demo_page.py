@@ -98,7 +98,7 @@ def main(argv=None, models=None):
     entry.prepare(PROG, args.backend, args.debug)
     entry.check_writable_folder(args.out, "--out")
     if args.data is None:
-        from keras_lincae.synth import ensure_default_dataset
+        from keras_lincae.data.synth import ensure_default_dataset
 
         data = os.path.join(ensure_default_dataset(), "test")
     else:

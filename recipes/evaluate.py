@@ -8,7 +8,7 @@ Usage:
     python recipes/evaluate.py --preset saved_models/my_run            # synthetic test songs
 
 Without ``--data`` the embedded synthetic test split is used (generated on first use, see
-``keras_lincae.synth.ensure_default_dataset``). The logic lives in ``keras_lincae.evaluation``.
+``keras_lincae.data.synth.ensure_default_dataset``). The logic lives in ``keras_lincae.evaluation``.
 Errors are one line ``evaluate.py: error: ...`` with exit status 2 (``--debug``: the traceback).
 """
 
@@ -87,7 +87,7 @@ def main(argv=None, models=None):
     entry.prepare(PROG, args.backend, args.debug)
     entry.check_writable_folder(args.out, "--out")
     if args.data is None:
-        from keras_lincae.synth import ensure_default_dataset
+        from keras_lincae.data.synth import ensure_default_dataset
 
         data = os.path.join(ensure_default_dataset(), "test")
     else:

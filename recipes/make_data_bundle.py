@@ -51,7 +51,7 @@ WRITE_BLOCK = 16384  # frames per Vorbis write
 
 def default_sources():
     """The music collection's train splits, in the order of the `small` configs' `data`."""
-    from keras_lincae.music_dataset import default_music_dataset_dir
+    from keras_lincae.data.music_dataset import default_music_dataset_dir
 
     root = default_music_dataset_dir()
     return [str(root / kind / "train") for kind in ("synth_numpy", "synth_fluidsynth", "recorded")]

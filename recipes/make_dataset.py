@@ -3,7 +3,7 @@
     python recipes/make_dataset.py [--root DIR] [--partial]
 
 Needs the Debian packages fluidsynth, fluid-soundfont-gm, drascula-music and
-planetblupi-music-ogg (see keras_lincae/music_dataset.py); prints the train/test folders, and
+planetblupi-music-ogg (see keras_lincae/music_dataset/ (package)); prints the train/test folders, and
 progress lines on stderr. Errors are one line `make_dataset.py: error: ...` with exit status 2.
 """
 
@@ -20,7 +20,7 @@ PROG = "make_dataset.py"
 
 
 def main(argv=None):
-    from keras_lincae.music_dataset import default_music_dataset_dir, make_music_dataset
+    from keras_lincae.data.music_dataset import default_music_dataset_dir, make_music_dataset
 
     parser = entry.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(default_music_dataset_dir()), help="output folder")

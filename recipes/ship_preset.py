@@ -167,7 +167,7 @@ def _card(name, model, config, meta, evals, notes):
         lines.append(f"  - `{folder}` (sampling weight {weight})")
     lines += [
         "  Held out, never trained on: the `test` split of each (synthetic songs from other seeds, "
-        "every 5th recorded track), see `keras_lincae/music_dataset.py`.",
+        "every 5th recorded track), see `keras_lincae/music_dataset/ (package)`.",
         f"- Hardware: {meta['hardware']}",
         f"- Wall time: {meta['wall_time_hours']:.2f} h" if meta.get("wall_time_hours") else "- Wall time: unknown",
         "",

@@ -13,8 +13,8 @@ Multi-device (see docs/training.md):
     KERAS_BACKEND=tensorflow python recipes/train.py --tpu grpc://10.0.0.2:8470 ...
     KERAS_BACKEND=torch torchrun --nproc_per_node 4 recipes/train.py --ddp ...
 
-Configs live in recipes/configs/ (base = the official hyper-parameters; lin_cae, lin_cae_2, m2l,
-tiny overlays). The logic lives in keras_lincae.training.trainer_utils. Errors are one line
+Configs live in keras_lincae/training/configs/ (base = the official hyper-parameters; lin_cae, lin_cae_2, m2l,
+tiny overlays). The logic lives in keras_lincae.training.trainer. Errors are one line
 `train.py: error: ...` with exit status 2 (`--debug`: with the traceback).
 """
 
@@ -35,7 +35,7 @@ DEFAULT_CONFIG = "lin_cae"
 def build_parser():
     p = entry.ArgumentParser(prog=PROG, description="Train a Lin-CAE / M2L model with model.fit on any Keras backend.")
     p.add_argument("--config", default=None,
-                   help=f"config name in recipes/configs (lin_cae, lin_cae_2, m2l, tiny) or a YAML file "
+                   help=f"config name in keras_lincae/training/configs (lin_cae, lin_cae_2, m2l, tiny) or a YAML file "
                         f"(default {DEFAULT_CONFIG}; a resumed run keeps its saved config)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs, config, final preset)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -71,7 +71,7 @@ FLAG_KEYS = dict(steps="steps", batch_size="batch_size", data="data", data_weigh
 
 def explicit_overrides(args):
     """`[(keys, value)]` for everything given on the command line."""
-    from keras_lincae.training.trainer_utils import parse_override
+    from keras_lincae.training.trainer import parse_override
 
     overrides = [parse_override(text) for text in args.set]
     for attr, key in FLAG_KEYS.items():
@@ -93,7 +93,7 @@ def main(argv=None):
 
 def _train(args):
     entry.prepare(PROG, args.backend, args.debug)
-    from keras_lincae.training import trainer_utils as tu
+    from keras_lincae.training import trainer as tu
 
     if args.resume and args.config is not None:
         raise ValueError(f"--config cannot be changed on --resume: the run continues with its saved "

@@ -6,7 +6,7 @@ Each trial trains the base architecture (``lin_cae_tiny`` by default) with one s
     score = val_loss_ratio + lambda_add * (enc_add + dec_add) + lambda_hom * dec_hom
 
 (validation consistency loss relative to the untrained model, encoder and decoder additivity
-errors, decoder homogeneity error; lower is better; see ``keras_lincae.tuning``).
+errors, decoder homogeneity error; lower is better; see ``keras_lincae.training.tuning``).
 
 Usage:
     python recipes/tune.py --dir tune_runs --out saved_models/tuned_tiny
@@ -111,8 +111,8 @@ def build_parser():
 
 
 def settings_from_args(args):
-    from keras_lincae import metrics
-    from keras_lincae.tuning import TuneSettings
+    from keras_lincae.evaluation import metrics
+    from keras_lincae.training.tuning import TuneSettings
 
     return TuneSettings(
         preset=args.preset, tuner=args.tuner, latent_sizes=args.latent_sizes,
@@ -130,7 +130,7 @@ def settings_from_args(args):
 def main(argv=None, data=None):
     """Run the recipe; ``argv`` as on the command line (default ``sys.argv[1:]``).
 
-    ``data``: optional ``keras_lincae.tuning.TuningData`` (tests pass one to skip loading).
+    ``data``: optional ``keras_lincae.training.tuning.TuningData`` (tests pass one to skip loading).
     Returns the tuner (``tuner.trials_run`` lists the trials this run trained).
     """
     parser = build_parser()
@@ -141,7 +141,7 @@ def main(argv=None, data=None):
     except ValueError as e:
         parser.error(str(e))
 
-    from keras_lincae import tuning
+    from keras_lincae.training import tuning
 
     for folder, what in ((args.dir, "--dir"), (args.out, "--out")):
         if folder:

@@ -19,7 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from keras_lincae.training import augment, trainer_utils  # noqa: E402
+from keras_lincae.models import augment, trainer_utils  # noqa: E402
 
 
 def digest(values):

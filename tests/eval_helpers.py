@@ -36,7 +36,7 @@ def make_tiny_musdb(root, num_songs=2, seconds=2.0, broken=True):
 
     With ``broken=True`` a song without a vocals stem is added (it must be reported as skipped).
     """
-    from keras_lincae.synth import make_synthetic_dataset
+    from keras_lincae.data.synth import make_synthetic_dataset
 
     root = Path(root)
     make_synthetic_dataset(root / "synth", num_songs=num_songs, seconds=seconds, seed=0,

@@ -1,4 +1,4 @@
-"""Tests for keras_lincae.training.augment against the official Lin-CAE formulas.
+"""Tests for keras_lincae.models.augment against the official Lin-CAE formulas.
 
 References: ``linear_cae.components.diffusion`` (installed official package) is
 used directly; the pieces of the official trainer that the package does not
@@ -16,7 +16,7 @@ from keras import ops
 from linear_cae.components.diffusion import Diffusion
 from linear_cae.components.diffusion import get_c as official_get_c
 
-from keras_lincae.training import augment as A
+from keras_lincae.models import augment as A
 
 BACKEND = keras.backend.backend()
 TOTAL = 800000
@@ -403,7 +403,7 @@ def test_sigma_step_and_weights_match_official(rng):
 
 
 def test_preconditioning_matches_official(rng):
-    from keras_lincae.layers.decoder import preconditioning
+    from keras_lincae.models.decoder import preconditioning
 
     sigma = np.concatenate([[0.002, 0.01, 0.5, 80.0], rng.uniform(0.002, 80, 12)]).astype("float32")
     ours = preconditioning(ops.convert_to_tensor(sigma))

@@ -8,7 +8,7 @@ from conftest import music_like, to_numpy
 from keras_lincae import LinCAE
 from keras_lincae.backend_dispatch import compile_inference_function
 from keras_lincae.models import losses
-from keras_lincae.models.lincae import MAX_DECODE_STEPS, sampling_sigmas
+from keras_lincae.models.lincae import MAX_DECODE_STEPS
 
 N = 12_000
 
@@ -42,8 +42,7 @@ def test_multi_step_decode_reuses_one_compiled_step(tiny_model):
     latents = to_numpy(tiny_model.encode(music_like(N)))
     draws = _noise(tiny_model, latents.shape[1], count=4)
     stepped = to_numpy(tiny_model.decode(latents, steps=4, noise=draws))
-    sigmas = sampling_sigmas(4, tiny_model.sigma_min, tiny_model.sigma_max, tiny_model.rho)
-    fused_sampler = compile_inference_function(tiny_model, lambda z, *n: tiny_model._sample(z, n, sigmas))
+    fused_sampler = compile_inference_function(tiny_model, lambda z, *n: tiny_model.sample(z, list(n)))
     fused = to_numpy(fused_sampler(keras.ops.convert_to_tensor(latents), *draws))
     np.testing.assert_allclose(stepped, fused, atol=1e-5)
     tiny_model.decode(latents, steps=7, seed=0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from keras_lincae import data, synth
+from keras_lincae.data import pipelines as data, synth
 
 SR = 44100
 

@@ -16,7 +16,7 @@ import time
 
 import keras
 
-from keras_lincae.training.testing_utils import jax_compilation_cache
+from keras_lincae.testing.compilation_cache import jax_compilation_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "distributed_worker.py")

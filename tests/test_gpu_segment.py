@@ -19,7 +19,8 @@ import tempfile
 import numpy as np
 import pytest
 
-from keras_lincae import data, entry, synth
+from keras_lincae import entry
+from keras_lincae.data import pipelines as data, synth
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "recipes"))

@@ -1,10 +1,10 @@
-"""Tests for keras_lincae.metrics against independent references and known cases."""
+"""Tests for keras_lincae.evaluation.metrics against independent references and known cases."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from keras_lincae import metrics as M
+from keras_lincae.evaluation import metrics as M
 
 SR = 44100
 N = 8192  # long enough for the 2048-point FFT of the MR-STFT

@@ -3,7 +3,7 @@
 import numpy as np
 import soundfile as sf
 
-from keras_lincae import music_dataset
+from keras_lincae.data import music_dataset
 from keras_lincae.evaluation import load_clips
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import to_numpy
 from keras_lincae import LinCAE, cli, preset_io, presets
-from keras_lincae import metrics as M
+from keras_lincae.evaluation import metrics as M
 from keras_lincae.preset_io import REPO_PRESETS_DIR, WEIGHTS_FILE
-from keras_lincae.synth import generate_song
+from keras_lincae.data.synth import generate_song
 
 SHIPPED = ["lin_cae_small", "m2l_small"]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from keras_lincae import synth
+from keras_lincae.data import synth
 
 SECONDS = 0.5
 SR = 44100

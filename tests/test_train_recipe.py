@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import yaml
 
-from keras_lincae.training import trainer_utils as tu
+from keras_lincae.training import trainer as tu
 from keras_lincae.training.checkpoint import Checkpointer
 from keras_lincae.training.distribute import check_distribution
-from keras_lincae.training.testing_utils import jax_compilation_cache
+from keras_lincae.testing.compilation_cache import jax_compilation_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "recipes"))

@@ -1,4 +1,4 @@
-"""recipes/tune.py and keras_lincae.tuning: a 2-trial search on the tiny config, resumed.
+"""recipes/tune.py and keras_lincae.training.tuning: a 2-trial search on the tiny config, resumed.
 
 One search is shared by the tests (module fixture): it runs with ``--max-trials 1`` (as if
 interrupted after one trial), is resumed with ``--max-trials 2`` (one more trial) and rerun
@@ -17,7 +17,8 @@ import pytest
 from conftest import to_numpy
 from eval_helpers import load_recipe
 
-from keras_lincae import LinCAE, tuning
+from keras_lincae import LinCAE
+from keras_lincae.training import tuning
 
 LATENT_SIZES = (4, 8)
 
@@ -42,7 +43,7 @@ def run_recipe(argv):
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
-    from keras_lincae.synth import make_synthetic_dataset
+    from keras_lincae.data.synth import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("tune")
     data = make_synthetic_dataset(root / "data", num_songs=1, seconds=1.0, num_test_songs=1,

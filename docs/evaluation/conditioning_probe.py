@@ -20,7 +20,7 @@ from keras import ops
 
 from keras_lincae import LinCAE
 from keras_lincae.data import clip_samples_for_frames
-from keras_lincae.synth import generate_song
+from keras_lincae.data.synth import generate_song
 
 SIGMAS = (0.5, 2.0, 10.0, 80.0)
 

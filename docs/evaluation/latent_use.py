@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from keras_lincae import LinCAE
 from keras_lincae.evaluation import latent_use
-from keras_lincae.synth import generate_song
+from keras_lincae.data.synth import generate_song
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests"))
 from test_shipped_presets import _magnitude_snr  # noqa: E402  (phase-insensitive SNR)

@@ -5,8 +5,8 @@ import numpy as np
 from keras import ops
 
 from keras_lincae.backend_dispatch import compile_inference_function
-from keras_lincae.layers.decoder import ConsistencyDecoder
-from keras_lincae.layers.encoder import LinCAEEncoder
+from keras_lincae.models.decoder import ConsistencyDecoder
+from keras_lincae.models.encoder import LinCAEEncoder
 from keras_lincae.layers.frontend import ScaledComplexSTFT
 from keras_lincae.models import losses, validation
 
@@ -273,7 +273,7 @@ class LinCAE(keras.Model):
            (`models/losses.py`; not in the paper, a warm start for small budgets).
         During evaluation (`training=False`) steps 1-4 are skipped.
         """
-        from keras_lincae.training import augment
+        from keras_lincae.models import augment
 
         audio = ops.cast(x, "float32")
         batch = audio.shape[0]
@@ -324,7 +324,7 @@ class LinCAE(keras.Model):
 
     def _consistency_loss(self, representation, pyramid, step, training):
         """Official consistency training: one noise draw, pseudo-Huber to the `sigma_step` branch."""
-        from keras_lincae.training import augment
+        from keras_lincae.models import augment
 
         seed = self._train_seed
         items = representation.shape[0]
@@ -365,7 +365,7 @@ class LinCAE(keras.Model):
 
     def _gain_range(self, step):
         """`(low, high)` gain bounds at `step` (annealed for mode "lin_cae" and "m2l")."""
-        from keras_lincae.training import augment
+        from keras_lincae.models import augment
 
         return augment.gain_range(
             step,
@@ -508,7 +508,7 @@ class LinCAE(keras.Model):
         steps = len(draws)
         sigmas = sampling_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)
         if steps == 1:
-            return self._function(("decode", 1), lambda z, n: self._sample(z, [n], sigmas))(latents, draws[0])
+            return self._function(("decode", 1), lambda z, n: self.sample(z, [n]))(latents, draws[0])
         pyramid = self._function("latent_pyramid", self._latent_pyramid)(latents)
         step = self._function("sampler_step", self._sampler_step)
         x = None
@@ -525,8 +525,15 @@ class LinCAE(keras.Model):
         """`denoise(x + renoise * draw)` at noise level `sigma` (scalars as tensors: one trace)."""
         return self.decoder.denoise(x + renoise * draw, sigma, pyramid)
 
-    def _sample(self, latents, draws, sigmas):
-        """Consistency sampling traced as one graph: denoise from `sigmas[0]`, re-noise to each next level."""
+    def sample(self, latents, draws):
+        """Consistency sampling traced as one graph (what `decode` runs for 1 step; exports trace it).
+
+        Denoises from `sigma_max`, re-noising to each next level of `sampling_sigmas(len(draws))`.
+        Args: `latents` `(batch, frames, latent_channels)` (scaled); `draws`: a list of
+            standard-normal `(batch, time_downsampling * frames, 2 * hop_size, data_channels)`.
+        Returns: `(batch, decoded_length(frames))` audio.
+        """
+        sigmas = sampling_sigmas(len(draws), self.sigma_min, self.sigma_max, self.rho)
         pyramid = self._latent_pyramid(latents)
         x = draws[0] * sigmas[0]
         for k in range(len(draws)):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_lincae.cache import cache_root
+from keras_lincae.fs import cache_root
 from keras_lincae.fs import give_usual_mode
 
 __all__ = [

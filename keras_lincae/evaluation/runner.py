@@ -9,13 +9,13 @@ Data flow:
    accompaniment is the sum of every stem except ``target``. Songs that cannot be scored (no
    target stem, stems of different lengths or rates, a silent clip, ...) are reported as skips.
 2. ``ModelFunctions(model, steps, seed)``: the model as two NumPy callables ``encode`` /
-   ``decode`` (what ``keras_lincae.metrics`` takes), with the same zero padding as
+   ``decode`` (what ``keras_lincae.evaluation.metrics`` takes), with the same zero padding as
    ``LinCAE.autoencode`` (so reconstructions are sample-aligned), one fixed starting noise
    shared by every clip (so ``decode`` is a deterministic function of the latents, whatever the
    batching), fixed-size chunks (one compiled function per clip length) and a cache that lets
    every metric reuse the same encodes and decodes.
 3. ``evaluate_batch(fns, mixture, target, accompaniment)``: every metric per clip, computed by
-   ``keras_lincae.metrics``; ``evaluate_model`` loops over batches of clips with a progress bar.
+   ``keras_lincae.evaluation.metrics``; ``evaluate_model`` loops over batches of clips with a progress bar.
 4. ``summarize`` (mean and 95 % Student-t interval per metric), ``write_results``
    (``results.md``, ``results.csv``, ``results.json``).
 
@@ -48,7 +48,7 @@ from typing import Sequence
 
 import numpy as np
 
-from keras_lincae import metrics as M
+from keras_lincae.evaluation import metrics as M
 
 __all__ = [
     "METRIC_GROUPS",
@@ -374,7 +374,7 @@ def _key(tag, x):
 
 
 class ModelFunctions:
-    """A ``LinCAE`` as the NumPy ``encode`` / ``decode`` callables ``keras_lincae.metrics`` takes.
+    """A ``LinCAE`` as the NumPy ``encode`` / ``decode`` callables ``keras_lincae.evaluation.metrics`` takes.
 
     * ``encode(audio (batch, n))`` pads the audio as ``LinCAE.autoencode`` does and returns the
       latents ``(batch, frames, channels)`` as float64;
@@ -525,7 +525,7 @@ class ModelFunctions:
     def prefetch(self, mixture, target, accompaniment, gains=M.DEFAULT_GAINS, groups=None):
         """Compute, in two batched calls, the encodes and decodes ``evaluate_batch`` will ask for.
 
-        The arrays are built exactly as ``keras_lincae.metrics`` builds them (float64), so the
+        The arrays are built exactly as ``keras_lincae.evaluation.metrics`` builds them (float64), so the
         metric functions find them in the cache. ``groups``: the metric groups to prepare for
         (default all).
         """

@@ -19,10 +19,10 @@ The objective (``keras_tuner.Objective("score", "min")``, see :func:`trial_score
   trained model is evaluated after a reload of its preset), so they see the same noise draws:
   a paired, dimensionless ratio (1 = no progress) comparable across architectures;
 * ``enc_add``: encoder additivity error ``|E(u) + E(v) - E(u + v)| / |E(u + v)|`` (relative L2,
-  ``keras_lincae.metrics.encoder_additivity``) with ``u`` the vocals and ``v`` the
+  ``keras_lincae.evaluation.metrics.encoder_additivity``) with ``u`` the vocals and ``v`` the
   accompaniment (sum of the other stems) of held-out songs;
 * ``dec_add``: decoder additivity, the MR-STFT distance between ``D(E(u) + E(v))`` and
-  ``D(E(u + v))`` (``keras_lincae.metrics.decoder_additivity``);
+  ``D(E(u + v))`` (``keras_lincae.evaluation.metrics.decoder_additivity``);
 * ``dec_hom``: decoder homogeneity error ``10 ** (-SNR / 20)``, i.e. the relative L2 error of
   ``D(a z)`` against ``a D(z)``, averaged over the gains ``a`` (``decoder_homogeneity`` gives the
   SNR in dB).
@@ -43,7 +43,7 @@ copied to a preset folder with :func:`write_best_preset`.
 
 Examples:
 ```python
-from keras_lincae import tuning
+from keras_lincae.training import tuning
 
 settings = tuning.TuneSettings(latent_sizes=(8, 16, 32), steps=20, max_trials=3)
 data = tuning.load_tuning_data(settings)           # synthetic songs by default
@@ -74,13 +74,13 @@ try:
     import keras_tuner
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "keras_lincae.tuning needs keras-tuner (and tensorboard on the TensorFlow backend): "
+        "keras_lincae.training.tuning needs keras-tuner (and tensorboard on the TensorFlow backend): "
         "pip install 'keras-lincae[tune]'  (or: pip install keras-tuner tensorboard)"
     ) from err
 
 import keras
 
-from keras_lincae import metrics as M
+from keras_lincae.evaluation import metrics as M
 
 __all__ = [
     "TUNERS",
@@ -147,7 +147,7 @@ class TuneSettings:
             and the decoding noise.
         data: str or None. Dataset folder in MUSDB18-HQ layout with ``train/`` and ``test/``
             song folders; None: the embedded synthetic dataset
-            (``keras_lincae.synth.ensure_default_dataset``).
+            (``keras_lincae.data.synth.ensure_default_dataset``).
         jit_compile: "auto", True or False. Passed to ``model.compile``.
         run_eagerly: bool, False. Passed to ``model.compile`` (no compilation at all: fastest
             for very short trials on a CPU).
@@ -307,7 +307,7 @@ def load_tuning_data(settings):
 
     root = settings.data
     if root is None:
-        from keras_lincae.synth import ensure_default_dataset
+        from keras_lincae.data.synth import ensure_default_dataset
 
         root = os.fspath(ensure_default_dataset())
     clip = _clip_samples(settings)

@@ -2,7 +2,7 @@
 
 Three kinds of music that exist on a machine without internet:
 
-- ``synth_numpy``: the embedded numpy synthesiser (`keras_lincae.synth`), MUSDB-style songs
+- ``synth_numpy``: the embedded numpy synthesiser (`keras_lincae.data.synth`), MUSDB-style songs
   with stems;
 - ``synth_fluidsynth``: the same generated scores rendered by fluidsynth with the Debian
   General MIDI soundfont (`apt-get install fluidsynth fluid-soundfont-gm`), with stems;
@@ -22,8 +22,8 @@ import json
 import os
 from pathlib import Path
 
-from keras_lincae.cache import cache_root
-from keras_lincae.synth import fluidsynth_available, make_synthetic_dataset
+from keras_lincae.fs import cache_root
+from keras_lincae.data.synth import fluidsynth_available, make_synthetic_dataset
 
 RECORDED_SOURCES = ("/usr/share/scummvm/drascula/audio", "/usr/share/planetblupi/music")
 # Held-out music unlike the training data (orchestral, recorded): `apt-get install wesnoth-1.16-music`.

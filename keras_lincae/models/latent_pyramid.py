@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_lincae.layers.conv import torch_like_initializer
-from keras_lincae.layers.encoder import bottleneck_freq_dim
+from keras_lincae.models.encoder import bottleneck_freq_dim
 from keras_lincae.layers.res_block import ResBlock
 from keras_lincae.layers.resample import Resample
 

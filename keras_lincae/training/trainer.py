@@ -29,7 +29,7 @@ import numpy as np
 
 from keras_lincae.models.validation import MAX_SEED
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "recipes", "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 # Keys a resumed run may change; every other key must match the run's saved config.
 RESUMABLE_KEYS = ("steps", "checkpoint_every", "keep_checkpoints", "export_preset_every", "log_every",
@@ -392,7 +392,7 @@ def data_sources(config):
     if config["data"]:
         data = config["data"]
         return [data] if isinstance(data, str) else list(data)
-    from keras_lincae.synth import ensure_default_dataset
+    from keras_lincae.data.synth import ensure_default_dataset
 
     return [str(ensure_default_dataset() / "train")]
 

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_lincae.layers.conv import PaddedConv, torch_like_initializer
-from keras_lincae.layers.latent_pyramid import LatentPyramid
+from keras_lincae.models.latent_pyramid import LatentPyramid
 from keras_lincae.layers.noise_embedding import NoiseLevelEmbedding
 from keras_lincae.layers.norm import group_norm
 from keras_lincae.layers.res_block import ResBlock

@@ -8,7 +8,7 @@ with ``scipy.signal.resample_poly``; every channel becomes its own mono example.
 
 Typical use::
 
-    from keras_lincae import data, synth
+    from keras_lincae.data import pipelines as data, synth
     root = synth.ensure_default_dataset()
     ds = data.audio_dataset(root / "train", data.clip_samples_for_frames(64), batch_size=8)
     model.fit(ds, steps_per_epoch=1000)
