@@ -23,7 +23,7 @@ def load_recipe(name):
 
 def make_tiny_preset(folder, seed=0):
     """Save a randomly initialised ``lin_cae_tiny`` (non-trivial weights) as a preset folder."""
-    from conftest import randomize_weights
+    from keras_lincae.testing.helpers import randomize_weights
     from keras_lincae import LinCAE
 
     model = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=seed)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import music_like, to_numpy
+from keras_lincae.testing.helpers import music_like, to_numpy
 
 from keras_lincae import LinCAE
 from keras_lincae.backend_dispatch import compile_inference_function

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import music_like
+from keras_lincae.testing.helpers import music_like
 
 from keras_lincae import arithmetic, cli, presets
 from keras_lincae.long_audio import decode_long, encode_long

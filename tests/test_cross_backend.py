@@ -7,7 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import music_like, randomize_weights, to_numpy
+from keras_lincae.testing.helpers import music_like, randomize_weights, to_numpy
 
 from keras_lincae import LinCAE
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import music_like
+from keras_lincae.testing.helpers import music_like
 from eval_helpers import MODELS, LinearStandIn, NonLinearStandIn, load_recipe, shared_tiny_setup
 from keras_lincae import evaluation as E
 

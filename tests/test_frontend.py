@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import music_like, to_numpy
+from keras_lincae.testing.helpers import music_like, to_numpy
 from linear_cae.components.frontends import ScaledComplexSTFT as OfficialSTFT
 
 from keras_lincae.layers.frontend import ScaledComplexSTFT, inverse_window, periodic_hann

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from conftest import to_numpy
+from keras_lincae.testing.helpers import to_numpy
 from keras_lincae.layers.norm import GroupNorm, group_norm
 
 

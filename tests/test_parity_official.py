@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import music_like, to_numpy
+from keras_lincae.testing.helpers import music_like, to_numpy
 
 import keras_lincae
 from keras_lincae.testing import official_oracle as oracle

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import music_like, randomize_weights, to_numpy
+from keras_lincae.testing.helpers import music_like, randomize_weights, to_numpy
 
 import keras_lincae
 from keras_lincae import LinCAE
@@ -80,7 +80,7 @@ def test_overwrite_replaces_atomically(tmp_path):
 _SAVE_SECOND = """
 import sys
 sys.path.insert(0, {tests!r})
-from conftest import randomize_weights
+from keras_lincae.testing.helpers import randomize_weights
 from keras_lincae import LinCAE
 randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=2).save_to_preset({path!r}, overwrite=True)
 """

@@ -9,7 +9,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from conftest import to_numpy
+from keras_lincae.testing.helpers import to_numpy
 from keras_lincae import LinCAE, cli, preset_io, presets
 from keras_lincae.evaluation import metrics as M
 from keras_lincae.preset_io import REPO_PRESETS_DIR, WEIGHTS_FILE

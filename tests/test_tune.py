@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import to_numpy
+from keras_lincae.testing.helpers import to_numpy
 from eval_helpers import load_recipe
 
 from keras_lincae import LinCAE
