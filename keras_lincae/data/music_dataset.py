@@ -22,8 +22,13 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
+from keras_lincae.data.audio_io import load_audio
+from keras_lincae.data.fluidsynth import fluidsynth_available
+from keras_lincae.data.synth import make_synthetic_dataset
 from keras_lincae.fs import cache_root
-from keras_lincae.data.synth import fluidsynth_available, make_synthetic_dataset
 
 RECORDED_SOURCES = ("/usr/share/scummvm/drascula/audio", "/usr/share/planetblupi/music")
 # Held-out music unlike the training data (orchestral, recorded): `apt-get install wesnoth-1.16-music`.
@@ -68,11 +73,6 @@ def _link_tracks(folder, tracks):
 
 def _write_recorded_mixes(folder, tracks, seconds, sample_rate=44100, offset_seconds=20.0):
     """Pair held-out track i with track i+1 into ``folder/mix_XXX/{mixture,lead,backing}.wav``."""
-    import numpy as np
-    import soundfile as sf
-
-    from keras_lincae.data import load_audio
-
     n = int(round(seconds * sample_rate))
     segments = []
     for track in tracks:

@@ -13,7 +13,7 @@ tempo per song, a four-chord progression, and four stems laid out like MUSDB18-H
 the stems as written (float32), peak-normalised to 0.9 with every stem scaled by the same factor.
 
 If ``fluidsynth`` and a General MIDI soundfont are installed, ``renderer="fluidsynth"`` renders
-the same notes, written as MIDI files, with real sampled instruments instead.
+the same notes with real sampled instruments instead (``keras_lincae.data.fluidsynth``).
 """
 
 from __future__ import annotations
@@ -21,38 +21,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
-from keras_lincae.fs import cache_root
-from keras_lincae.fs import give_usual_mode
+from keras_lincae.data.fluidsynth import SOUNDFONT_PATHS, fluidsynth_available, render_fluidsynth
+from keras_lincae.fs import cache_root, give_usual_mode
 
 __all__ = [
     "STEMS",
     "DATASET_VERSION",
-    "SOUNDFONT_PATHS",
     "default_dataset_dir",
     "ensure_default_dataset",
-    "fluidsynth_available",
     "generate_song",
     "make_synthetic_dataset",
     "midi_to_hz",
-    "write_midi",
 ]
 
 STEMS = ("vocals", "bass", "drums", "other")
 DATASET_VERSION = 1
 MANIFEST_NAME = "synthetic_dataset.json"
-SOUNDFONT_PATHS = (
-    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
-    "/usr/share/soundfonts/FluidR3_GM.sf2",
-    "/usr/share/sounds/sf2/default-GM.sf2",
-    "/usr/share/soundfonts/default.sf2",
-)
 RENDERERS = ("auto", "numpy", "fluidsynth")
 
 _MAJOR = (0, 2, 4, 5, 7, 9, 11)
@@ -68,7 +58,6 @@ _VOWELS = (
     ((325.0, 700.0, 2530.0), (1.0, 0.3, 0.08)),  # u
 )
 # General MIDI programs (0-based) and drum keys for the fluidsynth renderer.
-_GM_PROGRAMS = {"vocals": 53, "bass": 33, "other": 0}  # Voice Oohs, Fingered Bass, Piano
 _KICK, _SNARE, _HAT = 36, 38, 42
 # Target RMS of each stem before mixing (relative), then a random gain per song.
 _STEM_LEVELS = {"vocals": 0.12, "bass": 0.12, "drums": 0.14, "other": 0.08}
@@ -292,91 +281,6 @@ _NUMPY_RENDERERS = {
 
 
 # ----------------------------------------------------------------------------------------------
-# MIDI + fluidsynth renderer (optional)
-# ----------------------------------------------------------------------------------------------
-
-
-def _varlen(value):
-    value = int(value)
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    return bytes(reversed(out))
-
-
-def write_midi(path, notes, tempo, program=0, channel=0, ticks_per_beat=480):
-    """Write ``notes`` [(start_s, dur_s, midi_note, velocity 0..1), ...] as a format-0 MIDI file.
-
-    ``channel`` 9 is the General MIDI drum channel (``program`` is then ignored).
-    """
-    seconds_per_tick = 60.0 / tempo / ticks_per_beat
-    events = []  # (tick, order, bytes): note-offs sort before note-ons at the same tick
-    for start, dur, note, vel in notes:
-        on = int(round(start / seconds_per_tick))
-        off = max(on + 1, int(round((start + dur) / seconds_per_tick)))
-        velocity = int(np.clip(round(vel * 127), 1, 127))
-        events.append((on, 1, bytes([0x90 | channel, int(note), velocity])))
-        events.append((off, 0, bytes([0x80 | channel, int(note), 0])))
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = bytearray()
-    track += b"\x00\xff\x51\x03" + int(round(60e6 / tempo)).to_bytes(3, "big")
-    if channel != 9:
-        track += b"\x00" + bytes([0xC0 | channel, int(program)])
-    last = 0
-    for tick, _, data in events:
-        track += _varlen(tick - last) + data
-        last = tick
-    track += b"\x00\xff\x2f\x00"
-    header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, ticks_per_beat)
-    with open(path, "wb") as f:
-        f.write(header + b"MTrk" + struct.pack(">I", len(track)) + bytes(track))
-    return path
-
-
-def fluidsynth_available(soundfont=None):
-    """Return ``(fluidsynth_binary, soundfont_path)`` when both are installed, else ``None``.
-
-    The soundfont is ``soundfont``, else ``$KERAS_LINCAE_SOUNDFONT``, else the first of
-    ``SOUNDFONT_PATHS`` that exists (Debian's ``fluid-soundfont-gm`` package ships the first).
-    """
-    binary = shutil.which("fluidsynth")
-    if binary is None:
-        return None
-    candidates = [soundfont] if soundfont else (
-        [os.environ["KERAS_LINCAE_SOUNDFONT"]] if os.environ.get("KERAS_LINCAE_SOUNDFONT")
-        else list(SOUNDFONT_PATHS))
-    for candidate in candidates:
-        if candidate and os.path.isfile(candidate):
-            return binary, str(candidate)
-    return None
-
-
-def _render_fluidsynth(name, notes, n, sr, tempo, tools, workdir):
-    import soundfile as sf
-
-    binary, soundfont = tools
-    if not notes:
-        return np.zeros(n)
-    midi_path = os.path.join(workdir, f"{name}.mid")
-    wav_path = os.path.join(workdir, f"{name}.wav")
-    if name == "drums":
-        write_midi(midi_path, notes, tempo, channel=9)
-    else:
-        write_midi(midi_path, notes, tempo, program=_GM_PROGRAMS[name], channel=0)
-    cmd = [binary, "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-r", str(sr),
-           "-O", "float", "-T", "wav", "-F", wav_path, soundfont, midi_path]
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
-    if result.returncode != 0 or not os.path.exists(wav_path):
-        raise RuntimeError(f"fluidsynth failed rendering {name} ({' '.join(cmd)}): "
-                           f"{result.stderr.decode(errors='replace')[-2000:]}")
-    audio, _ = sf.read(wav_path, dtype="float64", always_2d=True)
-    audio = audio.mean(axis=1)[:n]
-    return np.pad(audio, (0, n - len(audio)))
-
-
-# ----------------------------------------------------------------------------------------------
 # Songs and datasets
 # ----------------------------------------------------------------------------------------------
 
@@ -417,7 +321,7 @@ def generate_song(seed, seconds=6.0, sample_rate=44100, renderer="numpy", soundf
     else:
         with tempfile.TemporaryDirectory(prefix="lincae_fluidsynth_") as workdir:
             for name in STEMS:
-                raw[name] = _render_fluidsynth(name, score[name], n, sample_rate, info["tempo"],
+                raw[name] = render_fluidsynth(name, score[name], n, sample_rate, info["tempo"],
                                                tools, workdir)
     gains = {}
     for name in STEMS:
@@ -493,8 +397,6 @@ def make_synthetic_dataset(root, num_songs=8, seconds=6.0, seed=0, sample_rate=4
             f"{root} exists and is not a synthetic dataset made with these arguments "
             f"({params}, renderer={renderer!r}); remove it or choose another root")
     resolved, _ = _resolve_renderer(renderer, soundfont)
-
-    import soundfile as sf
 
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
