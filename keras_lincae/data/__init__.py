@@ -11,6 +11,7 @@ from keras_lincae.data.audio_io import AudioDecodeError
 from keras_lincae.data.audio_io import list_audio_files
 from keras_lincae.data.audio_io import load_audio
 from keras_lincae.data.audio_io import resample
+from keras_lincae.data.audio_io import rms_db
 from keras_lincae.data.clips import AudioDecodeWarning
 from keras_lincae.data.clips import clip_samples_for_frames
 from keras_lincae.data.pipelines import audio_batches
@@ -41,4 +42,5 @@ __all__ = [
     "load_clips",
     "load_song_clip",
     "resample",
+    "rms_db",
 ]
