@@ -80,6 +80,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 import keras
 
+from keras_lincae.data import SILENCE_RMS_DB, load_clips, rms_db
 from keras_lincae.evaluation import metrics as M
 
 __all__ = [
@@ -109,7 +110,6 @@ SCORE_TERMS = ("val_loss_ratio", "enc_add", "dec_add", "dec_hom")
 SETTINGS_FILE = "tune_settings.json"
 TRIAL_PRESET = "preset"
 TRIAL_RESULT = "result.json"
-SILENCE_RMS_DB = -50.0
 # Settings that may change when a search is resumed (they do not change what a trial means).
 RESUMABLE_CHANGES = ("max_trials", "verbose", "jit_compile", "run_eagerly")
 
@@ -258,10 +258,6 @@ class TuningData:
         return (self.u + self.v).astype(np.float32)
 
 
-def _rms_db(x):
-    return 10.0 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20)
-
-
 def _clip_samples(settings):
     from keras_lincae import LinCAE
     from keras_lincae.data import clip_samples_for_frames
@@ -275,18 +271,14 @@ def _clip_samples(settings):
     return clip_samples_for_frames(settings.clip_frames, model.hop_size, model.n_fft_factor)
 
 
-def _song_dirs(data_root, split):
-    from keras_lincae.data import find_musdb_songs
-
+def _songs(data_root, split, clip):
+    """Whole mono songs of ``data_root/split`` at least ``clip`` samples long (``Clip`` list)."""
     folder = os.path.join(data_root, split)
     if not os.path.isdir(folder):
         raise FileNotFoundError(
             f"{folder} not found: the tuning data folder needs train/ and test/ song folders "
             "(MUSDB18-HQ layout)")
-    songs = find_musdb_songs(folder)
-    if not songs:
-        raise ValueError(f"no songs (folders holding mixture.wav) in {folder}")
-    return songs
+    return load_clips(folder, target="vocals", clip_seconds=None, min_samples=clip)[0]
 
 
 def load_tuning_data(settings):
@@ -303,29 +295,20 @@ def load_tuning_data(settings):
     Raises:
         FileNotFoundError / ValueError: missing folders, no songs, too few usable windows.
     """
-    from keras_lincae.data import MUSDB_STEMS, load_musdb_song
-
     root = settings.data
     if root is None:
         from keras_lincae.data.synth import ensure_default_dataset
 
         root = os.fspath(ensure_default_dataset())
     clip = _clip_samples(settings)
-    sources = []
-    for song in _song_dirs(root, "train"):
-        audio = load_musdb_song(song, mono=True)
-        sources.extend(np.asarray(a[0], np.float32) for a in audio.values() if a.shape[-1] >= clip)
-    if not sources:
-        raise ValueError(f"no training song in {root}/train is at least {clip} samples long")
+    sources = [a for song in _songs(root, "train", clip) for a in (song.mixture, *song.stems.values())]
     windows = []
-    for song in _song_dirs(root, "test"):
-        audio = load_musdb_song(song, mono=True)
-        u = audio["vocals"][0]
-        v = np.sum([audio[s][0] for s in MUSDB_STEMS if s != "vocals"], axis=0)
+    for song in _songs(root, "test", clip):
+        u, v = song.target, song.accompaniment
         song_windows = []
         for start in range(0, u.shape[-1] - clip + 1, clip):
             pu, pv = u[start : start + clip], v[start : start + clip]
-            if _rms_db(pu) > SILENCE_RMS_DB and _rms_db(pv) > SILENCE_RMS_DB:
+            if rms_db(pu) > SILENCE_RMS_DB and rms_db(pv) > SILENCE_RMS_DB:
                 song_windows.append((pu, pv))
         windows.append(song_windows)
     pairs = [w[i] for i in range(max(map(len, windows), default=0)) for w in windows if i < len(w)]
@@ -349,7 +332,7 @@ def sample_training_clips(data, count, seed):
             source = data.sources[int(rng.integers(len(data.sources)))]
             start = int(rng.integers(source.shape[-1] - clip + 1))
             crop = source[start : start + clip]
-            if _rms_db(crop) > SILENCE_RMS_DB:
+            if rms_db(crop) > SILENCE_RMS_DB:
                 break
         out[i] = crop
     return out
