@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from keras_lincae import entry
-from keras_lincae.data import pipelines as data, synth
+from keras_lincae import data
+from keras_lincae.data import synth
+from keras_lincae.data.clips import source_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "recipes"))
@@ -95,7 +97,7 @@ def test_bundle_respects_the_budget_keeps_the_song_layout_and_loads(bundle, coll
     expected = sorted(os.path.splitext(f)[0] + ".ogg" for f in original if f.endswith(".wav"))
     assert files_under(songs) == expected and len(expected) == 10
     relative = lambda paths, root: sorted(os.path.splitext(os.path.relpath(p, root))[0] for p in paths)  # noqa: E731
-    assert relative(data._source_files(songs, True), songs) == relative(data._source_files(collection[0], True), collection[0])
+    assert relative(source_files(songs, True), songs) == relative(source_files(collection[0], True), collection[0])
     assert len(data.find_musdb_songs(songs)) == 2
     for name in expected:
         info = sf.info(os.path.join(songs, name))
