@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 
+@keras.saving.register_keras_serializable(package="keras_lincae")
 class GroupNorm(keras.layers.Layer):
     """Group normalisation over all axes but batch; `(batch, ..., channels)` -> same shape.
 
