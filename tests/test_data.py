@@ -1,4 +1,4 @@
-"""Audio loading helpers and both input pipelines, tf.data and pure Python, on every backend."""
+"""Audio loading, songs, and both input pipelines, tf.data and pure Python, on every backend."""
 
 import itertools
 import re
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from keras_lincae.data import pipelines as data, synth
+from keras_lincae import data
+from keras_lincae.data import synth
 
 SR = 44100
 
@@ -81,11 +82,11 @@ def test_clip_samples_for_frames():
     assert data.clip_samples_for_frames(1) == 2048
     assert data.clip_samples_for_frames(64) == 63 * 512 + 2048
     assert data.clip_samples_for_frames(10, hop=256, n_fft_factor=4) == 9 * 256 + 1024
-    for frames in (1, 2, 17, 64):
+    for frames in (2, 17, 64):  # an uncentred STFT (n_fft 2048, hop 512) of the clip
         samples = data.clip_samples_for_frames(frames)
-        assert data.frames_for_clip_samples(samples) == frames
-        assert data.frames_for_clip_samples(samples + 511) == frames
-    assert data.frames_for_clip_samples(100) == 0
+        for n, expected in ((samples, frames), (samples - 1, frames - 1)):
+            windows = np.lib.stride_tricks.sliding_window_view(np.zeros(n), 2048)[::512]
+            assert windows.shape[0] == expected
     with pytest.raises(ValueError):
         data.clip_samples_for_frames(0)
 
@@ -160,12 +161,13 @@ def test_musdb_helpers(musdb):
     songs = data.find_musdb_songs(musdb)
     assert [s.rsplit("/", 2)[1:] for s in songs] == [["test", "song_000"], ["train", "song_000"],
                                                      ["train", "song_001"]]
-    song = data.load_musdb_song(songs[0])
-    assert set(song) == {"mixture", *data.MUSDB_STEMS}
-    assert all(a.shape == (1, SR) for a in song.values())
-    np.testing.assert_allclose(sum(song[s] for s in data.MUSDB_STEMS), song["mixture"], atol=1e-6)
-    with pytest.raises(FileNotFoundError, match="karaoke"):
-        data.load_musdb_song(songs[0], stems=("karaoke",))
+    song = data.load_song_clip(songs[0], target="vocals", clip_seconds=None)
+    assert list(song.stems) == list(data.MUSDB_STEMS)
+    assert all(a.shape == (SR,) for a in (song.mixture, song.target, *song.stems.values()))
+    np.testing.assert_allclose(sum(song.stems.values()), song.mixture, atol=1e-6)
+    np.testing.assert_allclose(song.target + song.accompaniment, song.mixture, atol=1e-6)
+    with pytest.raises(data.SongSkipped, match="karaoke"):
+        data.load_song_clip(songs[0], target="karaoke")
 
 
 # ---------------------------------------------------------------------------------------------
