@@ -1,0 +1,42 @@
+"""Resample: the standard layer checks, up/down shapes on both axes or frequency only."""
+
+import numpy as np
+import pytest
+
+from keras_lincae.layers.resample import Resample
+from keras_lincae.testing.helpers import to_numpy
+from keras_lincae.testing.test_case import run_layer_test
+
+
+def resample_kwargs(**overrides):
+    return dict(dict(in_channels=8, out_channels=4, direction="down", frequency_only=False, normalize=True,
+                     padding_mode="zeros"), **overrides)
+
+
+@pytest.mark.parametrize("direction,frequency_only,out_shape", [
+    ("down", False, (2, 4, 8, 4)),   # 2 x 2 on (time, freq), stride-2 3x3 conv
+    ("down", True, (2, 8, 4, 4)),    # x4 on freq only
+    ("up", False, (2, 16, 32, 4)),
+    ("up", True, (2, 8, 64, 4)),
+])
+def test_layer_checks_and_shapes(rng, direction, frequency_only, out_shape):
+    x = rng.standard_normal((2, 8, 16, 8)).astype("float32")
+    kwargs = resample_kwargs(direction=direction, frequency_only=frequency_only)
+    layer, _ = run_layer_test(Resample, kwargs, x, expected_output_shape=out_shape,
+                              expected_num_trainable_weights=4)
+    assert layer.factor == ((1, 4) if frequency_only else (2, 2))
+    assert layer.conv.kernel_size == ((1, 5) if frequency_only else (3, 3))
+
+
+def test_upsampling_repeats_then_convolves(rng):
+    """Up = nearest-neighbour repeat + stride-1 conv: the same conv on `np.repeat`ed input."""
+    x = rng.standard_normal((1, 3, 4, 2)).astype("float32")
+    up = Resample(**resample_kwargs(in_channels=2, out_channels=2, direction="up", normalize=False))
+    repeated = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    np.testing.assert_allclose(to_numpy(up(x)), to_numpy(up.conv(repeated)), atol=1e-6)
+
+
+def test_out_channels_default_and_bad_direction():
+    assert Resample(**resample_kwargs(out_channels=None)).out_channels == 8
+    with pytest.raises(ValueError, match="direction must be 'down' or 'up'"):
+        Resample(**resample_kwargs(direction="sideways"))
