@@ -35,3 +35,10 @@ def compile_inference_function(model, fn):
 
         return no_grad
     return fn
+
+
+def compiles_per_input_shape():
+    """True where each new input shape compiles a new function (`jax.jit`, `tf.function`): batched
+    loops then pad their last chunk to the full size so one compiled function serves every chunk
+    (eager torch needs no padding)."""
+    return keras.backend.backend() in ("jax", "tensorflow")

@@ -29,6 +29,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
+
+from keras_lincae.data.songs import clip_batches
+from keras_lincae.evaluation.checks import decode_to
+from keras_lincae.evaluation.registry import gain_name
+from keras_lincae.evaluation.report import MIN_SONGS_FOR_CI, table_rows, verdict
 
 __all__ = [
     "DEMO_GAINS",
@@ -121,8 +127,6 @@ def _audio_format_spec(audio_format):
 
 def audio_bytes(audio, sample_rate, audio_format="ogg") -> bytes:
     """Mono float audio `(samples,)` as Ogg Vorbis or 16-bit WAV bytes (clipped to [-1, 1])."""
-    import soundfile as sf
-
     file_format, subtype = _audio_format_spec(audio_format)[:2]
     buf = io.BytesIO()
     x = np.clip(np.asarray(audio, np.float64).reshape(-1), -1.0, 1.0)
@@ -133,10 +137,6 @@ def audio_bytes(audio, sample_rate, audio_format="ogg") -> bytes:
 # ----------------------------------------------------------------------------------------------
 # Audio for one song
 # ----------------------------------------------------------------------------------------------
-
-
-def _gain_name(g):
-    return f"{float(g):g}"
 
 
 def render_songs(fns, clips, gains: Sequence[float] = DEMO_GAINS):
@@ -157,10 +157,8 @@ def render_songs(fns, clips, gains: Sequence[float] = DEMO_GAINS):
         (``Dec(z_mix)``), ``stem_sum`` (``Dec(sum_k z_stem_k)``), ``separated``
         (``Dec(z_mix - z_acc)``) and ``gain_<a>`` (``Dec(a z_mix)``) per gain.
     """
-    from keras_lincae.evaluation import _batches
-
     out = [None] * len(clips)
-    for idx in _batches(clips, max(1, len(clips))):
+    for idx in clip_batches(clips, max(1, len(clips))):
         batch = [clips[i] for i in idx]
         n = batch[0].num_samples
         x = np.asarray(np.stack([c.mixture for c in batch]), np.float64)
@@ -175,16 +173,11 @@ def render_songs(fns, clips, gains: Sequence[float] = DEMO_GAINS):
         z_sum = np.stack([part.sum(axis=0) for part in np.split(z_stems, bounds)])
         latents = {"reconstruction": z, "stem_sum": z_sum, "separated": z - z_v}
         for g in gains:
-            latents[f"gain_{_gain_name(g)}"] = float(g) * z
+            latents[f"gain_{gain_name(g)}"] = float(g) * z
         if hasattr(fns, "prefetch_decode"):
             fns.prefetch_decode(list(latents.values()))
-        decoded = {}
-        for key, lat in latents.items():
-            y = np.asarray(fns.decode(lat), np.float64)
-            if y.ndim != 2 or y.shape[0] != len(batch) or y.shape[1] < n:
-                raise ValueError(
-                    f"decode returned shape {y.shape}, expected ({len(batch)}, >= {n})")
-            decoded[key] = y[:, :n]
+        decoded = {key: decode_to(fns.decode, lat, n, f"decode({key} latents)")
+                   for key, lat in latents.items()}
         for j, i in enumerate(idx):
             out[i] = {key: y[j] for key, y in decoded.items()}
     return out
@@ -318,8 +311,6 @@ def _figure(srcs, caption):
 def results_table_html(results):
     """The results of ``keras_lincae.evaluation`` as an HTML table: one row per metric, one
     column per model (the transpose of ``results.md``, which fits a page better)."""
-    from keras_lincae.evaluation import table_rows
-
     header, rows = table_rows(results)
     e = html.escape
     out = ['<div class="scroll"><table class="results"><thead><tr><th>Metric</th>']
@@ -359,7 +350,7 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
     e = html.escape
     gains = [float(g) for g in gains]
     columns = ["Reconstruction", "Sum of the stems' latents", f"Separation: {target}"]
-    columns += [f"Latent gain a = {_gain_name(g)}" for g in gains]
+    columns += [f"Latent gain a = {gain_name(g)}" for g in gains]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -376,8 +367,6 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
     if about:
         parts.append(f'<p class="note">{e(about)}</p>')
     if results is not None:
-        from keras_lincae.evaluation import MIN_SONGS_FOR_CI, verdict
-
         cfg = results.get("config", {})
         parts.append("<h2>Results</h2>")
         parts.append(results_table_html(results))
@@ -402,7 +391,7 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
         mix = np.asarray(clip.mixture, np.float64)
         refs = [("mix", mix, "original mix"), ("mix", mix, "true mix"),
                 ("target", np.asarray(clip.target, np.float64), f"true {target}")]
-        refs += [(f"mix_x{_gain_name(g)}", g * mix, f"{_gain_name(g)} × mix") for g in gains]
+        refs += [(f"mix_x{gain_name(g)}", g * mix, f"{gain_name(g)} × mix") for g in gains]
         # One level scale per song, so that relative levels are kept and nothing clips.
         peak = max([np.max(np.abs(a)) for _, a, _ in refs]
                    + [np.max(np.abs(a)) for _, d in decoded for a in d.values()])

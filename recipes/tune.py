@@ -111,7 +111,7 @@ def build_parser():
 
 
 def settings_from_args(args):
-    from keras_lincae.evaluation import metrics
+    from keras_lincae.evaluation import linearity
     from keras_lincae.training.tuning import TuneSettings
 
     return TuneSettings(
@@ -121,7 +121,7 @@ def settings_from_args(args):
         max_epochs=args.max_epochs, factor=args.factor, steps=args.steps,
         batch_size=args.batch_size, clip_frames=args.clip_frames, learning_rate=args.learning_rate,
         lambda_add=args.lambda_add, lambda_hom=args.lambda_hom,
-        gains=args.gains if args.gains else metrics.DEFAULT_GAINS, val_clips=args.val_clips,
+        gains=args.gains if args.gains else linearity.DEFAULT_GAINS, val_clips=args.val_clips,
         seed=args.seed, data=args.data, jit_compile=args.jit_compile,
         run_eagerly=args.run_eagerly, verbose=0 if args.quiet else 1,
     )

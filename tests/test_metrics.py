@@ -1,9 +1,10 @@
-"""Tests for keras_lincae.evaluation.metrics against independent references and known cases."""
+"""Tests for keras_lincae.evaluation.metrics and .linearity against independent references and known cases."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from keras_lincae.evaluation import linearity as L
 from keras_lincae.evaluation import metrics as M
 
 SR = 44100
@@ -221,14 +222,14 @@ def models():
 def test_encoder_homogeneity(models, audio):
     lin, non = models
     gains = (0.25, 0.5, 0.75, 1.1)
-    e_lin = M.encoder_homogeneity(lin.encode, audio, gains)
-    e_non = M.encoder_homogeneity(non.encode, audio, gains)
+    e_lin = L.encoder_homogeneity(lin.encode, audio, gains)
+    e_non = L.encoder_homogeneity(non.encode, audio, gains)
     assert e_lin.shape == e_non.shape == (4, 4)
     assert np.all(e_lin < 1e-12)
     assert np.all(e_non[[0, 1, 2]] > 0.05)  # gain 1.1 is close to 1, so smaller
     assert np.all(e_non.mean(0) > 100 * e_lin.mean(0))
     # 1-D audio gives (n_gains,)
-    assert M.encoder_homogeneity(lin.encode, audio[0], gains).shape == (4,)
+    assert L.encoder_homogeneity(lin.encode, audio[0], gains).shape == (4,)
 
 
 def test_encoder_homogeneity_independent_value(models, audio):
@@ -236,14 +237,14 @@ def test_encoder_homogeneity_independent_value(models, audio):
     a = 0.5
     za, z = non.encode(a * audio), non.encode(audio)
     expected = np.sqrt(np.sum((za - a * z) ** 2, (1, 2))) / np.sqrt(np.sum((a * z) ** 2, (1, 2)))
-    got = M.encoder_homogeneity(non.encode, audio, gains=[a])[0]
+    got = L.encoder_homogeneity(non.encode, audio, gains=[a])[0]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_decoder_homogeneity(models, audio):
     lin, non = models
-    d_lin = M.decoder_homogeneity(lin.decode, lin.encode(audio))
-    d_non = M.decoder_homogeneity(non.decode, non.encode(audio))
+    d_lin = L.decoder_homogeneity(lin.decode, lin.encode(audio))
+    d_non = L.decoder_homogeneity(non.decode, non.encode(audio))
     assert d_lin.shape == (4, 4)
     assert np.all(d_lin > 80)  # capped by eps = 1e-8 in the SNR denominator
     assert np.all(d_non < 40)
@@ -252,29 +253,29 @@ def test_decoder_homogeneity(models, audio):
 
 def test_decoder_homogeneity_trims_to_n_samples(audio):
     model = LinearStandIn(extra_samples=100)
-    d = M.decoder_homogeneity(model.decode, model.encode(audio), n_samples=N)
+    d = L.decoder_homogeneity(model.decode, model.encode(audio), n_samples=N)
     assert np.all(d > 80)
     with pytest.raises(ValueError, match="fewer than"):
-        M.decoder_homogeneity(LinearStandIn().decode, model.encode(audio), n_samples=N + 1)
+        L.decoder_homogeneity(LinearStandIn().decode, model.encode(audio), n_samples=N + 1)
 
 
 def test_encoder_additivity(models, audio, rng):
     lin, non = models
     u, v = audio, np.roll(audio, 1, axis=0)
-    a_lin = M.encoder_additivity(lin.encode, u, v)
-    a_non = M.encoder_additivity(non.encode, u, v)
+    a_lin = L.encoder_additivity(lin.encode, u, v)
+    a_non = L.encoder_additivity(non.encode, u, v)
     assert a_lin.shape == (4,)
     assert np.all(a_lin < 1e-12)
     assert np.all(a_non > 0.1)
     with pytest.raises(ValueError, match="u and v must have the same shape"):
-        M.encoder_additivity(lin.encode, u, v[:2])
+        L.encoder_additivity(lin.encode, u, v[:2])
 
 
 def test_decoder_additivity(models, audio):
     lin, non = models
     u, v = audio, np.roll(audio, 1, axis=0)
-    r_lin = M.decoder_additivity(lin.encode, lin.decode, u, v)
-    r_non = M.decoder_additivity(non.encode, non.decode, u, v)
+    r_lin = L.decoder_additivity(lin.encode, lin.decode, u, v)
+    r_non = L.decoder_additivity(non.encode, non.decode, u, v)
     assert set(r_lin) == {"mrstft", "si_sdr"}
     assert r_lin["mrstft"].shape == r_lin["si_sdr"].shape == (4,)
     assert np.all(r_lin["mrstft"] < 1e-6)
@@ -290,8 +291,8 @@ def test_separation_by_subtraction(models, audio):
     lin, non = models
     target, acc = audio, np.roll(audio, 1, axis=0)
     mix = target + acc
-    s_lin = M.separation_by_subtraction(lin.encode, lin.decode, mix, acc, target)
-    s_non = M.separation_by_subtraction(non.encode, non.decode, mix, acc, target)
+    s_lin = L.separation_by_subtraction(lin.encode, lin.decode, mix, acc, target)
+    s_non = L.separation_by_subtraction(non.encode, non.decode, mix, acc, target)
     # linear: Dec(z_mix - z_acc) = Dec(z_target), i.e. just the reconstruction
     recon = lin.decode(lin.encode(target))
     np.testing.assert_allclose(s_lin["si_sdr"], M.si_sdr(recon, target), atol=1e-6)
@@ -302,7 +303,7 @@ def test_separation_by_subtraction(models, audio):
     assert np.all(s_lin["mrstft"] < s_non["mrstft"])
 
     # an identity "model" separates perfectly
-    ident = M.separation_by_subtraction(lambda x: x, lambda z: z, mix, acc, target)
+    ident = L.separation_by_subtraction(lambda x: x, lambda z: z, mix, acc, target)
     assert np.all(ident["si_sdr"] > 60)
     assert np.all(ident["mrstft"] < 1e-6)
 
@@ -316,13 +317,13 @@ def test_model_output_validation(models, audio):
         return z
 
     with pytest.raises(ValueError, match=r"encode\(audio\) contains non-finite"):
-        M.encoder_homogeneity(nan_encode, audio)
+        L.encoder_homogeneity(nan_encode, audio)
     with pytest.raises(ValueError, match="batch axis"):
-        M.encoder_additivity(lambda x: lin.encode(x)[0], audio, audio)
+        L.encoder_additivity(lambda x: lin.encode(x)[0], audio, audio)
     with pytest.raises(ValueError, match=r"\(batch, samples\)"):
-        M.decoder_homogeneity(lambda z: z, lin.encode(audio))
+        L.decoder_homogeneity(lambda z: z, lin.encode(audio))
     with pytest.raises(ValueError, match="gains"):
-        M.encoder_homogeneity(lin.encode, audio, gains=())
+        L.encoder_homogeneity(lin.encode, audio, gains=())
 
 
 # ---------------------------------------------------------------------------
@@ -341,10 +342,10 @@ def _erank_torch(z2d):
 def test_effective_rank_vs_independent_svd(rng):
     z = rng.standard_normal((3, 50, 16)) * np.linspace(0.1, 3, 16)
     expected = _erank_torch(z.reshape(-1, 16))
-    assert M.effective_rank(z) == pytest.approx(expected, rel=1e-9)
+    assert L.effective_rank(z) == pytest.approx(expected, rel=1e-9)
     # official (batch, channels, frames) layout
-    assert M.effective_rank(np.moveaxis(z, -1, 1), channel_axis=1) == pytest.approx(expected)
-    assert 1.0 <= M.effective_rank(z) <= 16.0
+    assert L.effective_rank(np.moveaxis(z, -1, 1), channel_axis=1) == pytest.approx(expected)
+    assert 1.0 <= L.effective_rank(z) <= 16.0
 
 
 @pytest.mark.parametrize("k", [1, 3, 8])
@@ -353,28 +354,28 @@ def test_effective_rank_known_values(rng, k):
     u, _ = np.linalg.qr(rng.standard_normal((200, k)))
     v, _ = np.linalg.qr(rng.standard_normal((16, k)))
     z = 2.5 * u @ v.T
-    assert M.effective_rank(z) == pytest.approx(k, rel=1e-9)
+    assert L.effective_rank(z) == pytest.approx(k, rel=1e-9)
 
 
 def test_effective_rank_validation():
     with pytest.raises(ValueError, match="all zero"):
-        M.effective_rank(np.zeros((10, 4)))
+        L.effective_rank(np.zeros((10, 4)))
     with pytest.raises(ValueError, match="at least 2 axes"):
-        M.effective_rank(np.ones(5))
+        L.effective_rank(np.ones(5))
 
 
 def test_silence_latent_norm():
-    assert M.silence_latent_norm(LinearStandIn().encode, N) == 0.0
+    assert L.silence_latent_norm(LinearStandIn().encode, N) == 0.0
     bias = np.linspace(-1, 1, CH)
     model = LinearStandIn(bias=bias)
     n_frames = N // FRAME
     expected = np.sqrt(n_frames) * np.mean(np.abs(bias))
-    assert M.silence_latent_norm(model.encode, N) == pytest.approx(expected, rel=1e-12)
+    assert L.silence_latent_norm(model.encode, N) == pytest.approx(expected, rel=1e-12)
     # channels-first latents give the same value with channel_axis=1
     cf = lambda x: np.moveaxis(model.encode(x), -1, 1)  # noqa: E731
-    assert M.silence_latent_norm(cf, N, channel_axis=1) == pytest.approx(expected, rel=1e-12)
+    assert L.silence_latent_norm(cf, N, channel_axis=1) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError, match="positive integer"):
-        M.silence_latent_norm(model.encode, 0)
+        L.silence_latent_norm(model.encode, 0)
 
 
 # ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from keras_lincae.testing.helpers import to_numpy
 from keras_lincae import LinCAE, cli, preset_io, presets
+from keras_lincae.evaluation import linearity as L
 from keras_lincae.evaluation import metrics as M
 from keras_lincae.preset_io import REPO_PRESETS_DIR, WEIGHTS_FILE
 from keras_lincae.data.synth import generate_song
@@ -96,7 +97,7 @@ def test_lin_cae_small_latents_are_more_additive_than_m2l_small(held_out_stems):
     Measured (jax): relative error 0.857 vs 0.946 (5 s clips of 4 songs: 0.57 vs 0.95, cards)."""
     u = held_out_stems["vocals"][None]
     v = (held_out_stems["mixture"] - held_out_stems["vocals"])[None]
-    errors = {name: float(M.encoder_additivity(lambda x, m=LinCAE.from_preset(name): to_numpy(m.encode(x)), u, v)[0])
+    errors = {name: float(L.encoder_additivity(lambda x, m=LinCAE.from_preset(name): to_numpy(m.encode(x)), u, v)[0])
               for name in SHIPPED}
     assert errors["lin_cae_small"] < 0.95 * errors["m2l_small"], errors
 
@@ -108,7 +109,7 @@ def test_lin_cae_small_decoder_is_more_homogeneous_than_m2l_small(held_out_song)
     for name in SHIPPED:
         model = LinCAE.from_preset(name)
         z = to_numpy(model.encode(held_out_song))
-        snr[name] = float(M.decoder_homogeneity(lambda q, m=model: to_numpy(m.decode(q, seed=0)), z).mean())
+        snr[name] = float(L.decoder_homogeneity(lambda q, m=model: to_numpy(m.decode(q, seed=0)), z).mean())
     assert snr["lin_cae_small"] > snr["m2l_small"] + 3.0, snr
 
 

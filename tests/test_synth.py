@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from keras_lincae.data import synth
+from keras_lincae.data import fluidsynth, synth
 
 SECONDS = 0.5
 SR = 44100
@@ -179,13 +179,13 @@ def test_fluidsynth_renderer_needs_fluidsynth(tmp_path, monkeypatch):
 def test_fluidsynth_available_finds_binary_and_soundfont(tmp_path, monkeypatch):
     soundfont = tmp_path / "gm.sf2"
     soundfont.write_bytes(b"RIFF")
-    monkeypatch.setattr(synth.shutil, "which", lambda name: "/usr/bin/" + name)
-    assert synth.fluidsynth_available(str(soundfont)) == ("/usr/bin/fluidsynth", str(soundfont))
+    monkeypatch.setattr(fluidsynth.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert fluidsynth.fluidsynth_available(str(soundfont)) == ("/usr/bin/fluidsynth", str(soundfont))
     monkeypatch.setenv("KERAS_LINCAE_SOUNDFONT", str(soundfont))
-    assert synth.fluidsynth_available() == ("/usr/bin/fluidsynth", str(soundfont))
-    assert synth.fluidsynth_available(str(tmp_path / "missing.sf2")) is None
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
-    assert synth.fluidsynth_available(str(soundfont)) is None
+    assert fluidsynth.fluidsynth_available() == ("/usr/bin/fluidsynth", str(soundfont))
+    assert fluidsynth.fluidsynth_available(str(tmp_path / "missing.sf2")) is None
+    monkeypatch.setattr(fluidsynth.shutil, "which", lambda name: None)
+    assert fluidsynth.fluidsynth_available(str(soundfont)) is None
 
 
 def _parse_midi(data):
@@ -221,7 +221,7 @@ def _parse_midi(data):
 
 def test_write_midi(tmp_path):
     notes = [(0.0, 0.5, 60, 0.8), (0.5, 0.25, 64, 1.0), (4.0, 1.0, 67, 0.1)]
-    path = synth.write_midi(tmp_path / "a.mid", notes, tempo=120.0, program=33, channel=2)
+    path = fluidsynth.write_midi(tmp_path / "a.mid", notes, tempo=120.0, program=33, channel=2)
     fmt, ntracks, division, events = _parse_midi(open(path, "rb").read())
     assert (fmt, ntracks, division) == (0, 1, 480)
     tempo = [e for e in events if e[1] == "meta" and e[2] == 0x51][0][3]
@@ -232,7 +232,7 @@ def test_write_midi(tmp_path):
     assert ons == [(0, 60, 102), (480, 64, 127), (3840, 67, 13)]  # 4 s = 8 beats at 120 bpm
     assert sorted(offs) == [(480, 60), (720, 64), (4800, 67)]
     # drums go to channel 9 with no program change
-    _, _, _, events = _parse_midi(open(synth.write_midi(tmp_path / "d.mid", notes[:1], 100.0,
+    _, _, _, events = _parse_midi(open(fluidsynth.write_midi(tmp_path / "d.mid", notes[:1], 100.0,
                                                         channel=9), "rb").read())
     assert not [e for e in events if e[1] == "program"]
     assert [e[2] for e in events if e[1] == 0x90] == [9]

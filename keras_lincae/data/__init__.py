@@ -19,6 +19,7 @@ from keras_lincae.data.pipelines import audio_dataset
 from keras_lincae.data.songs import MUSDB_STEMS
 from keras_lincae.data.songs import Clip
 from keras_lincae.data.songs import SongSkipped
+from keras_lincae.data.songs import clip_batches
 from keras_lincae.data.songs import find_musdb_songs
 from keras_lincae.data.songs import find_songs
 from keras_lincae.data.songs import load_clips
@@ -34,6 +35,7 @@ __all__ = [
     "SongSkipped",
     "audio_batches",
     "audio_dataset",
+    "clip_batches",
     "clip_samples_for_frames",
     "find_musdb_songs",
     "find_songs",

@@ -204,3 +204,17 @@ def load_clips(folder, target="vocals", sample_rate=44100, clip_seconds=10.0, ma
         reasons = "; ".join(f"{s['song']}: {s['reason']}" for s in skipped)
         raise ValueError(f"no song in {folder} could be loaded ({reasons})")
     return clips, skipped
+
+
+def clip_batches(clips, batch_size):
+    """Consecutive runs of at most ``batch_size`` clips of equal length: lists of indices."""
+    out, current = [], []
+    for i, clip in enumerate(clips):
+        if current and (len(current) == batch_size
+                        or clips[current[0]].num_samples != clip.num_samples):
+            out.append(current)
+            current = []
+        current.append(i)
+    if current:
+        out.append(current)
+    return out

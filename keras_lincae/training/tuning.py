@@ -81,7 +81,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 import keras
 
 from keras_lincae.data import SILENCE_RMS_DB, load_clips, rms_db
-from keras_lincae.evaluation import metrics as M
+from keras_lincae.evaluation import linearity as L
 
 __all__ = [
     "TUNERS",
@@ -141,7 +141,7 @@ class TuneSettings:
         learning_rate: float, 1e-3. RAdam learning rate.
         lambda_add, lambda_hom: floats, 1.0. Weights of the additivity and homogeneity terms of
             the score (see the module docstring).
-        gains: floats, ``metrics.DEFAULT_GAINS``. Gains of the homogeneity metrics.
+        gains: floats, ``linearity.DEFAULT_GAINS``. Gains of the homogeneity metrics.
         val_clips: int, 4. Held-out (vocals, accompaniment) clip pairs.
         seed: int, 0. Seeds the initial weights (the same for every trial), the training clips
             and the decoding noise.
@@ -169,7 +169,7 @@ class TuneSettings:
     learning_rate: float = 1e-3
     lambda_add: float = 1.0
     lambda_hom: float = 1.0
-    gains: Sequence[float] = M.DEFAULT_GAINS
+    gains: Sequence[float] = L.DEFAULT_GAINS
     val_clips: int = 4
     seed: int = 0
     data: str | None = None
@@ -343,7 +343,7 @@ def sample_training_clips(data, count, seed):
 # ----------------------------------------------------------------------------------------------
 
 
-def linearity_metrics(model, u, v, gains=M.DEFAULT_GAINS, seed=0, batch_size=8):
+def linearity_metrics(model, u, v, gains=L.DEFAULT_GAINS, seed=0, batch_size=8):
     """Linearity of ``model`` on clip pairs ``u``, ``v`` ``(batch, samples)``, averaged over clips.
 
     Returns:
@@ -355,10 +355,10 @@ def linearity_metrics(model, u, v, gains=M.DEFAULT_GAINS, seed=0, batch_size=8):
 
     fns = ModelFunctions(model, steps=1, seed=seed, batch_size=batch_size)
     n = u.shape[-1]
-    enc_add = M.encoder_additivity(fns.encode, u, v)
-    dec_add = M.decoder_additivity(fns.encode, fns.decode, u, v)
-    snr_db = M.decoder_homogeneity(fns.decode, fns.encode(u), gains=gains, n_samples=n)
-    enc_hom = M.encoder_homogeneity(fns.encode, u, gains=gains)
+    enc_add = L.encoder_additivity(fns.encode, u, v)
+    dec_add = L.decoder_additivity(fns.encode, fns.decode, u, v)
+    snr_db = L.decoder_homogeneity(fns.decode, fns.encode(u), gains=gains, n_samples=n)
+    enc_hom = L.encoder_homogeneity(fns.encode, u, gains=gains)
     return {
         "enc_add": float(np.mean(enc_add)),
         "dec_add": float(np.mean(dec_add["mrstft"])),
