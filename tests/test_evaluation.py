@@ -221,7 +221,7 @@ def test_load_clips_errors(tmp_path):
     with pytest.raises(ValueError, match="no songs found"):
         E.load_clips(tmp_path / "empty")
     _write_song(tmp_path / "bad" / "song", 8192, names=("mixture", "bass", "drums"))
-    with pytest.raises(ValueError, match="no song .* could be evaluated.*no 'vocals' stem"):
+    with pytest.raises(ValueError, match="no song .* could be loaded.*no 'vocals' stem"):
         E.load_clips(tmp_path / "bad")
 
 
