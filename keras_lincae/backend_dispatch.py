@@ -1,4 +1,7 @@
-"""The one place that knows about backends: compiling pure inference functions."""
+"""The one place that knows about backends: compiling inference functions, training inputs."""
+
+import importlib.util
+import sys
 
 import keras
 
@@ -35,6 +38,26 @@ def compile_inference_function(model, fn):
 
         return no_grad
     return fn
+
+
+def tensorflow_available():
+    """True when TensorFlow is installed and not blocked (tf.data input pipelines, TensorBoard
+    files); it is not imported here."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"] is not None
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def fit_input(batches, batch, clip_samples):
+    """`model.fit` input for a generator of `(batch, clip_samples)` float32 numpy batches: a
+    `tf.data.Dataset` on TensorFlow (static batch size, which Keras' generator adapter drops),
+    else a generator of `(clips,)` tuples."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((batch, clip_samples), tf.float32)
+        return tf.data.Dataset.from_generator(lambda: batches, output_signature=spec)
+    return ((clips,) for clips in batches)
 
 
 def compiles_per_input_shape():

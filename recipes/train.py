@@ -14,7 +14,7 @@ Multi-device (see docs/training.md):
     KERAS_BACKEND=torch torchrun --nproc_per_node 4 recipes/train.py --ddp ...
 
 Configs live in keras_lincae/training/configs/ (base = the official hyper-parameters; lin_cae, lin_cae_2, m2l,
-tiny overlays). The logic lives in keras_lincae.training.trainer. Errors are one line
+tiny overlays). The logic lives in keras_lincae.training (config, trainer). Errors are one line
 `train.py: error: ...` with exit status 2 (`--debug`: with the traceback).
 """
 
@@ -71,7 +71,7 @@ FLAG_KEYS = dict(steps="steps", batch_size="batch_size", data="data", data_weigh
 
 def explicit_overrides(args):
     """`[(keys, value)]` for everything given on the command line."""
-    from keras_lincae.training.trainer import parse_override
+    from keras_lincae.training.config import parse_override
 
     overrides = [parse_override(text) for text in args.set]
     for attr, key in FLAG_KEYS.items():
@@ -93,7 +93,8 @@ def main(argv=None):
 
 def _train(args):
     entry.prepare(PROG, args.backend, args.debug)
-    from keras_lincae.training import trainer as tu
+    from keras_lincae.training.config import resolve_config, resume_config
+    from keras_lincae.training.trainer import train
 
     if args.resume and args.config is not None:
         raise ValueError(f"--config cannot be changed on --resume: the run continues with its saved "
@@ -102,12 +103,12 @@ def _train(args):
     entry.check_writable_folder(args.out, "--out")
     overrides = explicit_overrides(args)
     if args.resume:
-        config = tu.apply_overrides({}, overrides)
+        config = resume_config(args.out, overrides)
     else:
-        config = tu.apply_overrides(tu.load_config(args.config or DEFAULT_CONFIG), overrides)
-    if config.get("input_pipeline", "auto") != "python":
+        config = resolve_config(args.config or DEFAULT_CONFIG, overrides)
+    if config.input_pipeline != "python":
         entry.import_quietly("tensorflow")  # for tf.data, without its import-time log lines
-    preset = tu.train(config, args.out, resume=args.resume, verbose=not args.quiet)
+    preset = train(config, args.out, resume=args.resume, verbose=not args.quiet)
     if preset and not args.quiet:
         print(f"Final preset: {preset}")
     return 0

@@ -87,7 +87,7 @@ def build_parser():
     p.add_argument("--clip-frames", type=int, default=16,
                    help="clip length in STFT frames, a multiple of 8 (default 16 = 9,728 samples, 0.22 s)")
     p.add_argument("--learning-rate", type=float, default=1e-3,
-                   help="RAdam learning rate (default 1e-3)")
+                   help="RAdam peak learning rate, decayed over each trial as in train.py (default 1e-3)")
     p.add_argument("--lambda-add", type=float, default=1.0,
                    help="weight of the additivity errors (default 1)")
     p.add_argument("--lambda-hom", type=float, default=1.0,
@@ -141,27 +141,28 @@ def main(argv=None, data=None):
     except ValueError as e:
         parser.error(str(e))
 
-    from keras_lincae.training import tuning
+    from keras_lincae.training import tuner as lincae_tuner
+    from keras_lincae.training import tuning_report
 
     for folder, what in ((args.dir, "--dir"), (args.out, "--out")):
         if folder:
             entry.check_writable_folder(folder, what)
     try:
-        tuner = tuning.make_tuner(settings, args.dir, data=data, project_name=args.project_name,
+        tuner = lincae_tuner.make_tuner(settings, args.dir, data=data, project_name=args.project_name,
                                   overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as e:
         entry.note(PROG, f"error: {e}")
         raise SystemExit(2) from None
     tuner.search()
-    rows = tuning.summary_rows(tuner)
-    paths = tuning.write_summary(tuner, rows)
-    print(tuning.format_markdown(rows))
+    rows = tuning_report.summary_rows(tuner)
+    paths = tuning_report.write_summary(tuner, rows)
+    print(tuning_report.format_markdown(rows))
     print(f"{len(tuner.trials_run)} trial(s) run now, {len(rows)} in {tuner.project_dir}")
     print(f"summary: {paths['markdown']}, {paths['csv']}")
-    best = tuning.best_trial(tuner)
+    best = tuning_report.best_trial(tuner)
     print(f"best trial {best.trial_id}: {best.hyperparameters.values} (score {best.score:.4g})")
     if args.out:
-        print(f"best preset: {tuning.write_best_preset(tuner, args.out)}")
+        print(f"best preset: {tuning_report.write_best_preset(tuner, args.out)}")
     return tuner
 
 

@@ -19,7 +19,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from keras_lincae.models import augment, trainer_utils  # noqa: E402
+from keras_lincae.models import augment  # noqa: E402
+from keras_lincae.training import config as tc  # noqa: E402
+from keras_lincae.training.trainer import Trainer  # noqa: E402
 
 
 def digest(values):
@@ -31,14 +33,14 @@ def digest(values):
 
 def main(run_dir, report_path, overrides):
     kind = {"jax": "data_parallel", "tensorflow": "mirrored", "torch": "ddp"}[backend]
-    config = trainer_utils.load_config("tiny")
+    config = tc.load_config("tiny")
     config.update(steps=2, batch_size=4, checkpoint_every=2, log_every=1, warmup_steps=1, clip_frames=8,
                   num_log_examples=0, shuffle_buffer=8, distribution=kind, jit_compile=False if backend == "tensorflow" else "auto")
     config["model"] = dict(config["model"], hop_size=128, attention_list=[0] * 5, attention_list_encoder=[0] * 5)
     if kind == "mirrored":
         config["cpu_replicas"] = 2
-    trainer_utils.apply_overrides(config, [trainer_utils.parse_override(o) for o in overrides])
-    trainer = trainer_utils.Trainer(config, run_dir, verbose=False)
+    config = tc.TrainConfig.from_dict(tc.apply_overrides(config, [tc.parse_override(o) for o in overrides]))
+    trainer = Trainer(config, run_dir, verbose=False)
     trainer.fit()
     model, dist = trainer.model, trainer.dist
     report = {"kind": kind, "replicas": dist.num_replicas, "describe": dist.describe()}

@@ -1,9 +1,10 @@
-"""The GPU segment rehearsed on the CPU: recipes/make_data_bundle.py and recipes/gpu_segment.sh.
+"""The GPU segment rehearsed on the CPU: recipes/tools/make_data_bundle.py and
+recipes/tools/gpu_segment.sh.
 
 A tiny collection (two 2 s MUSDB-style synthetic songs with stems, three stereo 22.05 kHz
 "recorded" tracks of 3, 20 and 40 s) is packed into a 0.3 MB bundle; the bundle keeps the song
 layout and loads with the data pipeline; then `gpu_segment.sh` trains both arms on it end to end
-(recipes/train_small_pair.sh -> recipes/train.py, a tiny architecture, the Python input pipeline,
+(recipes/tools/train_small_pair.sh -> recipes/train.py, a tiny architecture, the Python input pipeline,
 `--max-minutes 1e-6` so that each arm stops after its first step, checkpointed and exported on
 the grid of `--checkpoint-every 1`) and ships the common step's presets, which load on the test's
 backend. The subprocesses run on JAX with TensorFlow made unimportable, as on the GPU machine
@@ -25,7 +26,7 @@ from keras_lincae.data import synth
 from keras_lincae.data.clips import source_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "recipes"))
+sys.path.insert(0, os.path.join(REPO, "recipes", "tools"))
 import make_data_bundle  # noqa: E402
 
 BUDGET_MB = 0.3
@@ -169,7 +170,7 @@ def test_gpu_segment_trains_both_arms_on_the_bundle_and_ships_the_common_step(bu
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     out.mkdir()
     done = subprocess.run(
-        ["bash", os.path.join(REPO, "recipes", "gpu_segment.sh"), bundle, "1e-6", "--config",
+        ["bash", os.path.join(REPO, "recipes", "tools", "gpu_segment.sh"), bundle, "1e-6", "--config",
          str(tmp_path / "pair.yaml"), "--run", str(run), "--set", "init_weights=null",
          "--checkpoint-every", "1", "--export-preset-every", "1"],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
@@ -201,10 +202,10 @@ def test_gpu_segment_trains_both_arms_on_the_bundle_and_ships_the_common_step(bu
 
 def test_gpu_segment_refuses_what_is_not_a_bundle(tmp_path):
     for args, message in (([str(tmp_path), "5"], "is not a data bundle"), ([], "usage:")):
-        done = subprocess.run(["bash", os.path.join(REPO, "recipes", "gpu_segment.sh"), *args],
+        done = subprocess.run(["bash", os.path.join(REPO, "recipes", "tools", "gpu_segment.sh"), *args],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr and done.stderr.startswith("gpu_segment.sh: error:")
     (tmp_path / "bundle.json").write_text("{}")
-    done = subprocess.run(["bash", os.path.join(REPO, "recipes", "gpu_segment.sh"), str(tmp_path), "soon"],
+    done = subprocess.run(["bash", os.path.join(REPO, "recipes", "tools", "gpu_segment.sh"), str(tmp_path), "soon"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "MINUTES must be a positive number" in done.stderr

@@ -374,7 +374,7 @@ def test_shipped_presets_record_and_verify_their_checksum(name):
 
 
 def _ship_preset():
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "tools"))
     import ship_preset
 
     return ship_preset

@@ -1,4 +1,4 @@
-"""recipes/ship_preset.py: a fine-tuned run's card lists the run it started from."""
+"""recipes/tools/ship_preset.py: a fine-tuned run's card lists the run it started from."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "recipes"))
+sys.path.insert(0, os.path.join(REPO, "recipes", "tools"))
 import ship_preset  # noqa: E402
 
 

@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 import yaml
 
-from keras_lincae.training import trainer as tu
+from keras_lincae.training import config as tc
+from keras_lincae.training.builders import build_model
 from keras_lincae.training.checkpoint import Checkpointer
 from keras_lincae.training.distribute import check_distribution
+from keras_lincae.training.trainer import Trainer
 from keras_lincae.testing.compilation_cache import jax_compilation_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,10 +111,10 @@ def test_init_weights_fine_tunes_from_a_preset(reference_run, tmp_path):
 
     preset = os.path.join(reference_run, "preset")
     args = train_recipe.build_parser().parse_args(FAST + ["--out", str(tmp_path / "ft"), "--seed", "5"])
-    config = tu.apply_overrides(tu.load_config("tiny"), train_recipe.explicit_overrides(args))
-    fresh = tu.build_model(config)
-    config["init_weights"] = preset
-    model = tu.Trainer(config, str(tmp_path / "ft"), verbose=False).model
+    config = tc.resolve_config("tiny", train_recipe.explicit_overrides(args))
+    fresh = build_model(config.preset, config.lincae_fields())
+    config = config.replace(init_weights=preset)
+    model = Trainer(config, str(tmp_path / "ft"), verbose=False).model
     source = LinCAE.from_preset(preset)
     weights = model.frontend.weights + model.encoder.weights + model.decoder.weights
     source_weights = source.frontend.weights + source.encoder.weights + source.decoder.weights
@@ -124,9 +126,9 @@ def test_init_weights_fine_tunes_from_a_preset(reference_run, tmp_path):
     assert int(keras.ops.convert_to_numpy(model.training_step)) == 0
     for w, shadow in zip(model.encoder.trainable_weights + model.decoder.trainable_weights, model.ema_weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), keras.ops.convert_to_numpy(shadow))
-    config["model"]["base_channels"] = 4
+    config = config.replace(model=dict(config.model, base_channels=4))
     with pytest.raises(ValueError, match="init_weights .*base_channels is 8.* has 4"):
-        tu.Trainer(config, str(tmp_path / "other"), verbose=False)
+        Trainer(config, str(tmp_path / "other"), verbose=False)
 
 
 def test_kill_mid_checkpoint_then_resume_matches_uninterrupted_run(reference_run, tmp_path, jax_cache):
@@ -187,7 +189,7 @@ def test_time_limited_segments_end_like_an_uninterrupted_run(reference_run, tmp_
     assert_same_arrays(latest_arrays(run), latest_arrays(reference_run))
     for bad in (0, -1, "soon", True):
         with pytest.raises(ValueError, match="max_minutes must be a positive number"):
-            tu.check_config(dict(tu.load_config("tiny"), max_minutes=bad))
+            tc.resolve_config("tiny").replace(max_minutes=bad)
 
 
 def test_python_input_pipeline_trains_without_tensorflow(tmp_path, jax_cache):
@@ -217,33 +219,32 @@ def test_python_input_pipeline_trains_without_tensorflow(tmp_path, jax_cache):
     assert_same_arrays(latest_arrays(segmented), latest_arrays(whole))
     for key, bad in (("input_pipeline", "tfdata"), ("data_reader", "ram")):
         with pytest.raises(ValueError, match=key):
-            tu.check_config(dict(tu.load_config("tiny"), **{key: bad}))
+            tc.resolve_config("tiny").replace(**{key: bad})
 
 
 def test_official_configs():
-    lin = tu.load_config("lin_cae")
-    assert (lin["batch_size"], lin["clip_frames"], lin["steps"], lin["seed"]) == (20, 64, 800_000, 42)
-    assert (lin["learning_rate"], lin["final_learning_rate"], lin["warmup_steps"], lin["lr_decay"]) == (1e-4, 1e-6, 10_000, "cosine")
-    assert (lin["ema_momentum"], lin["ema_every"], lin["beta_1"], lin["beta_2"]) == (0.9999, 10, 0.9, 0.999)
-    assert lin["model"]["mode"] == "lin_cae" and lin["preset"] == "lin_cae"
-    assert tu.load_config("lin_cae_2")["model"]["mode"] == "lin_cae_2"
-    assert tu.load_config("m2l")["model"]["mode"] == "m2l"
-    tiny = tu.load_config("tiny")
-    assert tiny["preset"] == "lin_cae_tiny" and tiny["model"]["mode"] == "lin_cae" and tiny["learning_rate"] == 1e-3
-    config = tu.apply_overrides(tu.load_config("tiny"), [tu.parse_override("model.gain_max=2"),
-                                                         tu.parse_override("steps=7")])
-    assert config["model"]["gain_max"] == 2 and config["steps"] == 7
+    lin = tc.resolve_config("lin_cae")
+    assert (lin.batch_size, lin.clip_frames, lin.steps, lin.seed) == (20, 64, 800_000, 42)
+    assert (lin.learning_rate, lin.final_learning_rate, lin.warmup_steps, lin.lr_decay) == (1e-4, 1e-6, 10_000, "cosine")
+    assert (lin.ema_momentum, lin.ema_every, lin.beta_1, lin.beta_2) == (0.9999, 10, 0.9, 0.999)
+    assert lin.model["mode"] == "lin_cae" and lin.preset == "lin_cae"
+    assert tc.resolve_config("lin_cae_2").model["mode"] == "lin_cae_2"
+    assert tc.resolve_config("m2l").model["mode"] == "m2l"
+    tiny = tc.resolve_config("tiny")
+    assert tiny.preset == "lin_cae_tiny" and tiny.model["mode"] == "lin_cae" and tiny.learning_rate == 1e-3
+    config = tc.resolve_config("tiny", [tc.parse_override("model.gain_max=2"), tc.parse_override("steps=70")])
+    assert config.model["gain_max"] == 2 and config.steps == 70
     with pytest.raises(ValueError, match="Unknown config key"):
-        tu.apply_overrides(config, [tu.parse_override("stepz=3")])
+        tc.resolve_config("tiny", [tc.parse_override("stepz=3")])
     with pytest.raises(ValueError, match="Unknown config"):
-        tu.load_config("nonsense")
+        tc.resolve_config("nonsense")
     with pytest.raises(ValueError, match="warmup_steps"):
-        tu.check_config(dict(tu.load_config("lin_cae"), steps=100))
+        tc.resolve_config("lin_cae").replace(steps=100)
     with pytest.raises(ValueError, match="divisible"):
-        tu.check_config(dict(tiny, batch_size=5, grad_accum=2))
+        tiny.replace(batch_size=5, grad_accum=2)
     with pytest.raises(ValueError, match="only .* may change"):
-        tu.merge_resumed_config(tiny, {"batch_size": 8})
-    assert tu.merge_resumed_config(tiny, {"steps": 900})["steps"] == 900
+        tc.merge_resumed_config(tiny.to_dict(), {"batch_size": 8})
+    assert tc.merge_resumed_config(tiny.to_dict(), {"steps": 900})["steps"] == 900
 
 
 BAD_CONFIG_VALUES = [
@@ -281,18 +282,17 @@ BAD_CONFIG_VALUES = [
 
 @pytest.mark.parametrize("override, match", BAD_CONFIG_VALUES, ids=[o for o, _ in BAD_CONFIG_VALUES])
 def test_check_config_checks_types_and_ranges_naming_the_key(override, match):
-    config = tu.apply_overrides(tu.load_config("tiny"), [tu.parse_override(override)])
     with pytest.raises(ValueError, match=f"^{match}"):
-        tu.check_config(config)
+        tc.resolve_config("tiny", [tc.parse_override(override)])
 
 
 def test_yaml_numbers_in_overrides_and_one_line_errors(tmp_path, capsys):
     """`3e-4` is a float (PyYAML alone reads a string); a bad value is one line before any model."""
-    assert tu.parse_override("learning_rate=3e-4") == (["learning_rate"], 3e-4)
-    config = tu.apply_overrides(tu.load_config("tiny"), [tu.parse_override("steps=1e3")])
-    assert tu.check_config(config)["steps"] == 1000 and isinstance(config["steps"], int)
+    assert tc.parse_override("learning_rate=3e-4") == (["learning_rate"], 3e-4)
+    config = tc.resolve_config("tiny", [tc.parse_override("steps=1e3")])
+    assert config.steps == 1000 and isinstance(config.steps, int)
     with pytest.raises(ValueError, match="steps.x: steps has no sub-keys"):
-        tu.apply_overrides(config, [tu.parse_override("steps.x=1")])
+        tc.apply_overrides({}, [tc.parse_override("steps.x=1")])
     run = tmp_path / "run"
     assert train_recipe.main(["--config", "tiny", "--out", str(run), "--set", "model.gain_max=abc"]) == 2
     assert capsys.readouterr().err == "train.py: error: model.gain_max must be a number, got 'abc'\n"
@@ -346,8 +346,8 @@ def test_mixed_precision_and_gradient_accumulation(tmp_path):
     args = [a for a in FAST if a not in ()] + ["--out", run, "--steps", "2", "--batch-size", "4", "--grad-accum", "2",
                                               "--dtype-policy", "mixed_bfloat16", "--set", "num_log_examples=0"]
     trainer_args = train_recipe.build_parser().parse_args(args)
-    config = tu.apply_overrides(tu.load_config("tiny"), train_recipe.explicit_overrides(trainer_args))
-    trainer = tu.Trainer(config, run, verbose=False)
+    config = tc.resolve_config("tiny", train_recipe.explicit_overrides(trainer_args))
+    trainer = Trainer(config, run, verbose=False)
     trainer.fit()
     model = trainer.model
     assert model.dtype_policy.name == "mixed_bfloat16" and model.encoder.compute_dtype == "bfloat16"

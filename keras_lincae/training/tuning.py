@@ -1,13 +1,16 @@
-"""Hyper-parameter search over Lin-CAE sizes with keras-tuner, on any Keras backend.
+"""Hyper-parameter search over Lin-CAE sizes: its settings, data, objective and metrics.
 
-``recipes/tune.py`` is a thin command-line wrapper around this module.
+``recipes/tune.py`` is a thin command-line wrapper around this module,
+``keras_lincae.training.tuner`` (the keras-tuner classes that run the trials) and
+``keras_lincae.training.tuning_report`` (the trial tables and the best preset).
 
 What is searched: the latent channel count ``bottleneck_channels`` (and, with
 ``tune_widths=True``, ``base_channels`` and ``bottleneck_base_channels``) of a base preset
-(``lin_cae_tiny`` by default). Every trial builds the model from the preset config with the
-trial's sizes, trains it for a few steps on random clips of the training songs (``model.fit``:
-the whole Lin-CAE objective is the model's ``compute_loss``), saves it as a preset in its trial
-folder, reloads that preset and scores it on held-out songs.
+(``lin_cae_tiny`` by default). Every trial trains the preset's architecture with the trial's
+sizes for a few steps on random clips of the training songs through the training recipe's
+``Trainer`` (``keras_lincae.training.tuner.trial_config``: RAdam on the warm-up/decay schedule,
+the model's EMA, one seed; its run folder is the trial folder, so its final preset is ``trial_<id>/preset``), then
+reloads that preset and scores it on held-out songs.
 
 The objective (``keras_tuner.Objective("score", "min")``, see :func:`trial_score`)::
 
@@ -39,46 +42,32 @@ interrupted one and continues up to ``max_trials`` (which may be raised). The se
 stored in ``tune_settings.json`` there; resuming with different settings is refused (use
 ``overwrite=True`` to start over). After the search, ``trials.md`` / ``trials.csv`` (one row per
 trial, best first) and ``best.json`` are written beside it, and the best trial's preset can be
-copied to a preset folder with :func:`write_best_preset`.
+copied to a preset folder (``keras_lincae.training.tuning_report``).
 
 Examples:
 ```python
-from keras_lincae.training import tuning
+from keras_lincae.training import tuner as lincae_tuner, tuning, tuning_report
 
 settings = tuning.TuneSettings(latent_sizes=(8, 16, 32), steps=20, max_trials=3)
 data = tuning.load_tuning_data(settings)           # synthetic songs by default
-tuner = tuning.make_tuner(settings, "tune_runs", data=data)
+tuner = lincae_tuner.make_tuner(settings, "tune_runs", data=data)
 tuner.search()
-rows = tuning.summary_rows(tuner)
-tuning.write_summary(tuner, rows)
-print(tuning.format_markdown(rows))
-tuning.write_best_preset(tuner, "saved_models/tuned_tiny")
+rows = tuning_report.summary_rows(tuner)
+tuning_report.write_summary(tuner, rows)
+print(tuning_report.format_markdown(rows))
+tuning_report.write_best_preset(tuner, "saved_models/tuned_tiny")
 ```
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
-import math
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-
-try:
-    import keras_tuner
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "keras_lincae.training.tuning needs keras-tuner (and tensorboard on the TensorFlow backend): "
-        "pip install 'keras-lincae[tune]'  (or: pip install keras-tuner tensorboard)"
-    ) from err
-
-import keras
 
 from keras_lincae.data import SILENCE_RMS_DB, load_clips, rms_db
 from keras_lincae.evaluation import linearity as L
@@ -93,15 +82,6 @@ __all__ = [
     "load_tuning_data",
     "sample_training_clips",
     "linearity_metrics",
-    "LinCAEHyperModel",
-    "LinCAETuner",
-    "make_tuner",
-    "summary_rows",
-    "format_markdown",
-    "format_csv",
-    "write_summary",
-    "best_trial",
-    "write_best_preset",
 ]
 
 TUNERS = ("random", "bayesian", "hyperband")
@@ -112,10 +92,6 @@ TRIAL_PRESET = "preset"
 TRIAL_RESULT = "result.json"
 # Settings that may change when a search is resumed (they do not change what a trial means).
 RESUMABLE_CHANGES = ("max_trials", "verbose", "jit_compile", "run_eagerly")
-
-
-def _objective():
-    return keras_tuner.Objective(OBJECTIVE_NAME, direction="min")
 
 
 @dataclass
@@ -367,311 +343,3 @@ def linearity_metrics(model, u, v, gains=L.DEFAULT_GAINS, seed=0, batch_size=8):
         "enc_hom": float(np.mean(enc_hom)),
         "add_si_sdr_db": float(np.mean(dec_add["si_sdr"])),
     }
-
-
-# ----------------------------------------------------------------------------------------------
-# HyperModel and Tuner
-# ----------------------------------------------------------------------------------------------
-
-
-class LinCAEHyperModel(keras_tuner.HyperModel):
-    """Builds an untrained ``LinCAE`` from the base preset config with a trial's sizes.
-
-    Args:
-        settings: ``TuneSettings``.
-    """
-
-    def __init__(self, settings, **kwargs):
-        super().__init__(name="lincae", **kwargs)
-        self.settings = settings
-
-    def sizes(self, hp):
-        """The searched config fields of ``hp``: ``{"bottleneck_channels": ..., ...}``."""
-        s = self.settings
-        sizes = {"bottleneck_channels": hp.Choice("bottleneck_channels", s.latent_sizes)}
-        if s.tune_widths:
-            sizes["base_channels"] = hp.Choice("base_channels", s.base_channels)
-            sizes["bottleneck_base_channels"] = hp.Choice(
-                "bottleneck_base_channels", s.bottleneck_base_channels)
-        return sizes
-
-    def build(self, hp):
-        from keras_lincae import LinCAE
-
-        keras.utils.set_random_seed(self.settings.seed)  # the same initial draw for every trial
-        return LinCAE.from_preset(
-            self.settings.preset, load_weights=False, total_steps=self.settings.total_steps,
-            **self.sizes(hp))
-
-
-class LinCAETuner(keras_tuner.Tuner):
-    """A keras-tuner ``Tuner`` whose trials train a ``LinCAE`` and score it on linearity too.
-
-    ``run_trial`` (see the module docstring for the objective): build the trial's model, measure
-    the validation loss before training, train ``steps`` steps (hyperband: ``steps`` per epoch,
-    continuing from the parent trial's preset when it names one), save the model as a preset in
-    the trial folder (``trial_<id>/preset``), reload it, and return its metrics.
-
-    Args:
-        oracle: a keras-tuner ``Oracle`` with objective ``score`` (min).
-        settings: ``TuneSettings``.
-        data: ``TuningData``.
-        **kwargs: ``directory``, ``project_name``, ``overwrite`` (as for every keras-tuner tuner).
-    """
-
-    def __init__(self, oracle, settings, data, **kwargs):
-        super().__init__(oracle, hypermodel=LinCAEHyperModel(settings), **kwargs)
-        self.settings = settings
-        self.data = data
-        self.trials_run = []  # trial ids run by this instance (the rest were reloaded)
-
-    def _populate_initial_space(self):
-        # Declare the search space without building a model (keras-tuner's default builds one).
-        hp = self.oracle.get_space()
-        self.hypermodel.sizes(hp)
-        self.oracle.update_space(hp)
-
-    def _compile(self, model):
-        from keras_lincae.training.optimizers import RAdam
-
-        model.compile(optimizer=RAdam(self.settings.learning_rate),
-                      jit_compile=self.settings.jit_compile, run_eagerly=self.settings.run_eagerly)
-        return model
-
-    def trial_preset_dir(self, trial_id):
-        return os.path.join(self.get_trial_dir(trial_id), TRIAL_PRESET)
-
-    def _evaluate(self, model):
-        val = self.data.val_audio
-        return float(model.evaluate(val, batch_size=len(val), verbose=0))
-
-    def run_trial(self, trial, *args, **kwargs):
-        from keras_lincae import LinCAE
-
-        s, hp = self.settings, trial.hyperparameters
-        start = time.time()
-        self.trials_run.append(trial.trial_id)
-        model = self._compile(self.hypermodel.build(hp))
-        val_loss_init = self._evaluate(model)
-        epochs, first = hp.values.get("tuner/epochs", 1), hp.values.get("tuner/initial_epoch", 0)
-        parent = hp.values.get("tuner/trial_id")
-        if parent is not None:  # hyperband: continue training the parent trial's model
-            model.optimizer.build(model.trainable_variables)  # so its saved state loads too
-            model.load_weights(os.path.join(self.trial_preset_dir(parent), "model.weights.h5"))
-        train_steps = (epochs - first) * s.steps
-        clips = sample_training_clips(self.data, train_steps * s.batch_size, seed=[s.seed, first])
-        history = model.fit(clips, batch_size=s.batch_size, epochs=1, shuffle=False, verbose=0)
-        preset = model.save_to_preset(self.trial_preset_dir(trial.trial_id), overwrite=True,
-                                      tuning_trial=trial.trial_id)
-
-        trained = self._compile(LinCAE.from_preset(preset))  # fresh seed state: paired with init
-        metrics = {"val_loss": self._evaluate(trained), "val_loss_init": val_loss_init}
-        metrics["val_loss_ratio"] = metrics["val_loss"] / val_loss_init
-        metrics.update(linearity_metrics(trained, self.data.u, self.data.v, s.gains, seed=s.seed,
-                                         batch_size=max(2, len(self.data.u))))
-        bad = sorted(k for k, x in metrics.items() if not math.isfinite(x))
-        if bad:
-            raise keras_tuner.errors.FailedTrialError(f"non-finite metrics: {bad}")
-        metrics[OBJECTIVE_NAME] = trial_score(metrics, s.lambda_add, s.lambda_hom)
-        metrics["train_loss"] = float(history.history["loss"][-1])
-        metrics["params"] = float(model.count_params())
-        metrics["train_steps"] = float(epochs * s.steps)
-        metrics["seconds"] = time.time() - start
-        with open(os.path.join(self.get_trial_dir(trial.trial_id), TRIAL_RESULT), "w") as f:
-            json.dump({"hyperparameters": hp.values, "metrics": metrics, "preset": preset}, f, indent=1)
-        return metrics
-
-
-def _check_settings(project_dir, settings, overwrite):
-    """Store ``settings`` in the tuner folder, or compare them with the stored ones."""
-    path = os.path.join(project_dir, SETTINGS_FILE)
-    current = settings.to_dict()
-    if os.path.exists(path) and not overwrite:
-        with open(path) as f:
-            stored = json.load(f)
-        diff = {k: (stored.get(k), v) for k, v in current.items()
-                if k not in RESUMABLE_CHANGES and stored.get(k) != v}
-        if diff:
-            lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise ValueError(
-                f"{project_dir} holds a search with other settings ({lines}); resume it with the "
-                "same settings, choose another --dir, or pass --overwrite to start over")
-    os.makedirs(project_dir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(current, f, indent=1)
-
-
-def make_tuner(settings, directory, data=None, project_name="lincae_tune", overwrite=False):
-    """The tuner of ``settings.tuner`` in ``directory/project_name`` (resumed if it exists).
-
-    Args:
-        settings: ``TuneSettings``.
-        directory: str. Parent folder of the tuner folder.
-        data: ``TuningData`` or None (then ``load_tuning_data(settings)``).
-        project_name: str, "lincae_tune".
-        overwrite: bool, False. Delete an existing search instead of resuming it.
-
-    Returns:
-        ``LinCAETuner``; call ``.search()``.
-    """
-    directory = os.path.abspath(os.fspath(directory))
-    project_dir = os.path.join(directory, project_name)
-    if overwrite and os.path.isdir(project_dir):
-        import shutil
-
-        shutil.rmtree(project_dir)
-    _check_settings(project_dir, settings, overwrite=False)
-    if data is None:
-        data = load_tuning_data(settings)
-    oracles = keras_tuner.oracles
-    common = dict(objective=_objective(), seed=settings.seed)
-    if settings.tuner == "random":
-        oracle = oracles.RandomSearchOracle(max_trials=settings.max_trials, **common)
-    elif settings.tuner == "bayesian":
-        oracle = oracles.BayesianOptimizationOracle(max_trials=settings.max_trials, **common)
-    else:
-        oracle = oracles.HyperbandOracle(max_epochs=settings.max_epochs, factor=settings.factor,
-                                         **common)
-        oracle.max_trials = settings.max_trials  # a cap on the brackets' trials
-    tuner = LinCAETuner(oracle, settings, data, directory=directory,
-                        project_name=project_name, overwrite=False)
-    tuner.oracle.max_trials = settings.max_trials  # the stored state does not hold it
-    if not settings.verbose:
-        tuner.oracle.verbose = 0
-    return tuner
-
-
-# ----------------------------------------------------------------------------------------------
-# Results
-# ----------------------------------------------------------------------------------------------
-
-_METRIC_COLUMNS = ("score", "val_loss", "val_loss_ratio", "enc_add", "dec_add", "dec_hom",
-                   "enc_hom", "dec_hom_snr_db", "add_si_sdr_db", "params", "train_steps", "seconds")
-
-
-def _status(trial):
-    status = trial.status
-    return getattr(status, "value", status)
-
-
-def summary_rows(tuner):
-    """One dict per trial, finished trials by score (best first), then the others by id."""
-    rows = []
-    for trial_id, trial in sorted(tuner.oracle.trials.items()):
-        row = {"trial": trial_id, "status": str(_status(trial))}
-        values = trial.hyperparameters.values
-        for name in ("bottleneck_channels", "base_channels", "bottleneck_base_channels"):
-            if name in values:
-                row[name] = values[name]
-        if "tuner/epochs" in values:  # hyperband: budget in units of `steps`, parent trial
-            row["hb_epochs"] = values["tuner/epochs"]
-            row["hb_parent"] = values.get("tuner/trial_id", "")
-        for name in _METRIC_COLUMNS:
-            if trial.metrics.exists(name):
-                row[name] = trial.metrics.get_last_value(name)
-        rows.append(row)
-    scored = sorted((r for r in rows if r.get("score") is not None), key=lambda r: r["score"])
-    return scored + [r for r in rows if r.get("score") is None]
-
-
-def _columns(rows):
-    names = []
-    for row in rows:
-        names.extend(k for k in row if k not in names)
-    return names
-
-
-def _fmt(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) >= 1:
-            return str(int(value))
-        return f"{value:.4g}"
-    return str(value)
-
-
-def format_markdown(rows):
-    """The trials as a Markdown table (the best trial marked with ``*``)."""
-    if not rows:
-        return "(no trials)\n"
-    cols = _columns(rows)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for i, row in enumerate(rows):
-        cells = [_fmt(row.get(c)) for c in cols]
-        if i == 0 and row.get("score") is not None:
-            cells[0] += " *"
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def format_csv(rows):
-    """The trials as CSV (full precision)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=_columns(rows), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
-def best_trial(tuner):
-    """The finished trial with the lowest score; raises RuntimeError if none finished."""
-    best = tuner.oracle.get_best_trials(1)
-    if not best or not best[0].metrics.exists(OBJECTIVE_NAME):
-        failures = [f"trial {t.trial_id} ({_status(t)}): {(t.message or '').strip().splitlines()[-1:]}"
-                    for t in tuner.oracle.trials.values()]
-        raise RuntimeError("no trial finished; " + ("; ".join(failures) or "no trial ran"))
-    return best[0]
-
-
-def write_summary(tuner, rows=None):
-    """Write ``trials.md``, ``trials.csv`` and ``best.json`` in the tuner folder; return paths."""
-    rows = summary_rows(tuner) if rows is None else rows
-    project_dir = tuner.project_dir
-    paths = {"markdown": os.path.join(project_dir, "trials.md"),
-             "csv": os.path.join(project_dir, "trials.csv"),
-             "best": os.path.join(project_dir, "best.json")}
-    s = tuner.settings
-    header = (f"# Lin-CAE tuning: {s.tuner} search, {len(rows)} trials\n\n"
-              f"score = val_loss_ratio + {s.lambda_add:g} * (enc_add + dec_add) + "
-              f"{s.lambda_hom:g} * dec_hom (lower is better; best first, marked *)\n\n")
-    with open(paths["markdown"], "w") as f:
-        f.write(header + format_markdown(rows))
-    with open(paths["csv"], "w") as f:
-        f.write(format_csv(rows))
-    try:
-        best = best_trial(tuner)
-        info = {"trial": best.trial_id, "hyperparameters": best.hyperparameters.values,
-                "score": best.score, "preset": tuner.trial_preset_dir(best.trial_id)}
-    except RuntimeError as e:
-        info = {"error": str(e)}
-    with open(paths["best"], "w") as f:
-        json.dump(info, f, indent=1)
-    return paths
-
-
-def write_best_preset(tuner, preset_dir):
-    """Copy the best trial's trained model to ``preset_dir`` as a preset; return its path.
-
-    The preset's ``metadata.json`` records the trial, its sizes and metrics, and the objective.
-    """
-    from keras_lincae import LinCAE
-
-    best = best_trial(tuner)
-    model = LinCAE.from_preset(tuner.trial_preset_dir(best.trial_id))
-    metrics = {name: best.metrics.get_last_value(name) for name in _METRIC_COLUMNS
-               if best.metrics.exists(name)}
-    s = tuner.settings
-    return model.save_to_preset(
-        os.fspath(preset_dir),
-        overwrite=True,
-        tuning={
-            "trial": best.trial_id,
-            "tuner": s.tuner,
-            "hyperparameters": {k: v for k, v in best.hyperparameters.values.items()},
-            "metrics": metrics,
-            "objective": (f"val_loss_ratio + {s.lambda_add:g} * (enc_add + dec_add) + "
-                          f"{s.lambda_hom:g} * dec_hom"),
-            "tuner_dir": tuner.project_dir,
-        },
-    )

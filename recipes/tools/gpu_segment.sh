@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One command for a GPU segment of the small pair: lin_cae_small and m2l_small trained side by
-# side on a data bundle (recipes/make_data_bundle.py), the presets of the last step both arms
+# side on a data bundle (recipes/tools/make_data_bundle.py), the presets of the last step both arms
 # reached shipped without their EMA shadows, ready to copy into saved_models/.
 #
-#   bash recipes/gpu_segment.sh BUNDLE MINUTES [--config small_gpu] [--out DIR] [--run DIR] \
+#   bash recipes/tools/gpu_segment.sh BUNDLE MINUTES [--config small_gpu] [--out DIR] [--run DIR] \
 #       [train.py arguments for both arms...]
 #
 # 1. Environment: this checkout's keras_lincae is used through PYTHONPATH (nothing to build or
@@ -11,7 +11,7 @@
 #    otherwise the wheels in BUNDLE/wheels (make_data_bundle.py --wheels) are installed into a
 #    private folder, and what is still missing comes from PyPI when it is reachable; if not, the
 #    script stops with a one-line error naming the packages.
-# 2. Training: recipes/train_small_pair.sh --config CONFIG with --data set to the bundle's folders
+# 2. Training: recipes/tools/train_small_pair.sh --config CONFIG with --data set to the bundle's folders
 #    (in bundle.json order) and --max-minutes MINUTES per arm (start-up and compilation included;
 #    leave a minute of a device command for the environment check and the shipping). The runs go
 #    to --run (default runs/gpu_segment in this checkout); running again on the same machine
@@ -28,7 +28,7 @@
 set -euo pipefail
 prog=gpu_segment.sh
 die() { echo "$prog: error: $*" >&2; exit 2; }
-usage="usage: bash recipes/gpu_segment.sh BUNDLE MINUTES [--config NAME] [--out DIR] [--run DIR] [train.py args]"
+usage="usage: bash recipes/tools/gpu_segment.sh BUNDLE MINUTES [--config NAME] [--out DIR] [--run DIR] [train.py args]"
 (($# >= 2)) || die "$usage"
 bundle=$1
 minutes=$2
@@ -44,8 +44,8 @@ while (($#)); do
   esac
 done
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(dirname "$here")
-[[ -f $bundle/bundle.json ]] || die "$bundle is not a data bundle (no bundle.json); make one with: python recipes/make_data_bundle.py DIR"
+repo=$(dirname "$(dirname "$here")")
+[[ -f $bundle/bundle.json ]] || die "$bundle is not a data bundle (no bundle.json); make one with: python recipes/tools/make_data_bundle.py DIR"
 [[ $minutes =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] || die "MINUTES must be a positive number, got '$minutes'"
 bundle=$(cd "$bundle" && pwd)
 run=${run:-$repo/runs/gpu_segment}

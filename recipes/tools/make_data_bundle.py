@@ -1,6 +1,6 @@
 """Pack the training audio into a compressed bundle that fits a small upload (a GPU machine's).
 
-    python recipes/make_data_bundle.py OUT_DIR [--budget-mb 40] [--data DIR ...] [--wheels DIR]
+    python recipes/tools/make_data_bundle.py OUT_DIR [--budget-mb 40] [--data DIR ...] [--wheels DIR]
         [--overwrite] [--quiet]
 
 Every audio file of the `--data` folders (default: the music collection's three train splits,
@@ -14,11 +14,11 @@ what a short track leaves unused goes to the longer ones. Sizes are measured as 
 written; the bundle (audio, wheels, `bundle.json`) never exceeds `--budget-mb` MB (10^6 bytes).
 
 `--wheels DIR` copies DIR's `*.whl` files into `OUT_DIR/wheels` (counted in the budget):
-`recipes/gpu_segment.sh` installs them on a machine without network that lacks packages.
+`recipes/tools/gpu_segment.sh` installs them on a machine without network that lacks packages.
 
 The bundle is written into a temporary folder beside OUT_DIR and renamed at the end; an existing
 non-empty OUT_DIR is refused unless it is a bundle and `--overwrite` is given. `bundle.json`
-lists the sources in `--data` order (`recipes/gpu_segment.sh` passes them to `--data` in that
+lists the sources in `--data` order (`recipes/tools/gpu_segment.sh` passes them to `--data` in that
 order, matching a config's `data_weights`). A summary goes to stdout (files, minutes of audio
 and MB per source), progress to stderr. Errors are one line `make_data_bundle.py: error: ...`
 with exit status 2.
@@ -33,7 +33,7 @@ import tempfile
 import time
 
 if __package__ in (None, ""):  # run as a script from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from keras_lincae import entry  # noqa: E402  (imports no Keras)
 

@@ -1,6 +1,6 @@
 """Copy a trained run's preset into `saved_models/<name>` and write its model card.
 
-    python recipes/ship_preset.py RUN_DIR NAME --eval LABEL=EVAL_DIR [--eval ...] \
+    python recipes/tools/ship_preset.py RUN_DIR NAME --eval LABEL=EVAL_DIR [--eval ...] \
         [--hardware TEXT] [--notes FILE] [--out DIR] [--overwrite]
 
 RUN_DIR is a `recipes/train.py` run (its final EMA preset in RUN_DIR/preset, its config in
@@ -22,7 +22,7 @@ import platform
 import sys
 
 if __package__ in (None, ""):  # run as a script from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def _wall_time_hours(run_dir, preset_dir):
@@ -212,7 +212,7 @@ def _ship(args):
     from keras_lincae import LinCAE
     from keras_lincae.preset_io import check_save_target
 
-    out = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", args.name)
+    out = args.out or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "saved_models", args.name)
     check_save_target(os.path.abspath(out), args.overwrite, flag="--overwrite")  # before the slow part
     evals = [tuple(item.split("=", 1)) for item in args.eval]
     for item, pair in zip(args.eval, evals):

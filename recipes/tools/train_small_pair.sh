@@ -5,8 +5,8 @@
 # steps/s, loss) naming the last step both arms reached, so the pair compared is always trained
 # for the same number of steps.
 #
-#   bash recipes/train_small_pair.sh OUT MINUTES [train.py arguments for both arms...]
-#   e.g. bash recipes/train_small_pair.sh runs/pair 7.5 --config small_gpu \
+#   bash recipes/tools/train_small_pair.sh OUT MINUTES [train.py arguments for both arms...]
+#   e.g. bash recipes/tools/train_small_pair.sh runs/pair 7.5 --config small_gpu \
 #            --data DATA/synth_numpy/train DATA/synth_fluidsynth/train DATA/recorded/train
 #
 # The lin_cae arm uses `--config X`, the m2l arm `--config m2l_X` (default X: small_gpu; for a
@@ -45,9 +45,9 @@ for k in 0 1; do
   run=$out/$name
   echo "=== $(date '+%Y-%m-%d %H:%M:%S') segment of $minutes min" >>"$out/$name.log"
   if [[ -f $run/config.yaml ]]; then
-    "$py" "$here/train.py" --out "$run" --resume --max-minutes "$minutes" >>"$out/$name.log" 2>&1 &
+    "$py" "$here/../train.py" --out "$run" --resume --max-minutes "$minutes" >>"$out/$name.log" 2>&1 &
   else
-    "$py" "$here/train.py" --config "${configs[k]}" --out "$run" --max-minutes "$minutes" \
+    "$py" "$here/../train.py" --config "${configs[k]}" --out "$run" --max-minutes "$minutes" \
       --set "init_weights=$name" ${args[@]+"${args[@]}"} >>"$out/$name.log" 2>&1 &
   fi
   pids+=($!)
