@@ -16,6 +16,7 @@ import keras
 from keras_lincae import presets
 from keras_lincae.fs import cache_root
 from keras_lincae.fs import give_usual_mode
+from keras_lincae.models.official_checkpoint import RELEASE_FILES, convert_release
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -318,8 +319,6 @@ def _is_preset_dir(path):
 
 
 def _is_release_dir(path):
-    from keras_lincae.convert import RELEASE_FILES
-
     return os.path.isfile(os.path.join(path, RELEASE_FILES["weights"]))
 
 
@@ -347,11 +346,14 @@ def _download_hf(source):
     return os.path.join(root, subdir) if subdir else root
 
 
-def _official_builtin(name, load_weights):
-    """Directory of a converted official preset, converting a download into the cache once."""
+def _official_builtin(name, model_class):
+    """Directory of a converted official preset, converting a download into the cache once
+    (as a `model_class`; without one, None until it is converted)."""
     cached = os.path.join(cache_dir(), name)
     if _is_preset_dir(cached):
         return cached
+    if model_class is None:
+        return None
     spec = presets.BUILTIN_PRESETS[name]
     try:
         src = _download_hf(f"hf://{presets.OFFICIAL_HF_REPO}/{spec['official_folder']}")
@@ -364,9 +366,7 @@ def _official_builtin(name, load_weights):
             f"or load it directly with LinCAE.from_preset('PATH/{spec['official_folder']}'); "
             f"use load_weights=False for a randomly initialised model."
         ) from error
-    from keras_lincae.convert import convert_official_checkpoint
-
-    convert_official_checkpoint(src, cached, name=name)
+    convert_release(model_class, src, cached, name=name)
     return cached
 
 
@@ -375,8 +375,10 @@ def _is_shipped_name(source):
     return source not in (".", "..") and not any(sep and sep in source for sep in (os.sep, os.altsep, "/"))
 
 
-def resolve_preset(source, load_weights=True):
-    """Turn `source` into a preset directory, or None for a built-in config; see `_accepted_forms`."""
+def resolve_preset(source, load_weights=True, model_class=None):
+    """Turn `source` into a preset directory, or None for a built-in config; see `_accepted_forms`.
+    An official built-in is converted into the cache as a `model_class` (`LinCAE`); without
+    one it gives None until converted."""
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"preset must be a string or path, got {type(source).__name__}")
     source = os.fspath(source)
@@ -395,7 +397,7 @@ def resolve_preset(source, load_weights=True):
     if source not in presets.BUILTIN_PRESETS:
         raise ValueError(f"Unknown preset {source!r}. Accepted: {_accepted_forms()}.")
     if presets.BUILTIN_PRESETS[source]["official_folder"] and load_weights:
-        return _official_builtin(source, load_weights)
+        return _official_builtin(source, model_class)
     return None
 
 
@@ -437,9 +439,7 @@ def _type_matches(value, default):
 
 def _check_config_types(cls, config, directory):
     """Raise ValueError naming the first field of `config.json` whose type differs from its default's."""
-    from keras_lincae.models.lincae import ARCHITECTURE_DEFAULTS
-
-    defaults = dict(ARCHITECTURE_DEFAULTS, **cls._extra_defaults(), name="", trainable=True)
+    defaults = dict(cls.default_config(), name="", trainable=True)
     for key, value in config.items():
         if key in defaults and not _type_matches(value, defaults[key]):
             default = defaults[key]
@@ -490,7 +490,7 @@ def _folder_identity(path):
 
 def load_preset(cls, source, load_weights=True, **overrides):
     """Build a model from a preset source (see `LinCAE.from_preset`)."""
-    directory = resolve_preset(source, load_weights)
+    directory = resolve_preset(source, load_weights, model_class=cls)
     if directory is None:
         config = dict(presets.BUILTIN_PRESETS[os.fspath(source)]["config"])
         config.update(overrides)
@@ -503,11 +503,9 @@ def load_preset(cls, source, load_weights=True, **overrides):
         return model
     if not _is_preset_dir(directory):
         if _is_release_dir(directory):
-            from keras_lincae.convert import convert_official_checkpoint
-
             if overrides:
                 raise ValueError("config overrides are not supported when converting a release folder")
-            model = convert_official_checkpoint(directory)
+            model = convert_release(cls, directory)
             if not load_weights:
                 fresh = cls(**model.get_config())
                 fresh.build()

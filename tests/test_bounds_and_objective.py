@@ -8,7 +8,7 @@ from keras_lincae.testing.helpers import music_like, to_numpy
 from keras_lincae import LinCAE
 from keras_lincae.backend_dispatch import compile_inference_function
 from keras_lincae.models import losses
-from keras_lincae.models.lincae import MAX_DECODE_STEPS
+from keras_lincae.models.validation import MAX_DECODE_STEPS
 
 N = 12_000
 

@@ -410,7 +410,7 @@ import tensorflow as tf
 from keras_lincae.layers.frontend import ScaledComplexSTFT
 
 def check(audio):
-    fe = ScaledComplexSTFT(hop_size=128)
+    fe = ScaledComplexSTFT(hop_size=128, n_fft_factor=4, alpha_rescale=0.65, beta_rescale=0.34, sample_rate=44100)
     fwd = tf.function(fe.to_representation, input_signature=[tf.TensorSpec((None, None), tf.float32)])
     inv = tf.function(fe.to_waveform, input_signature=[tf.TensorSpec((None, None, 256, 2), tf.float32)])
     rep, static_rep = fwd(audio).numpy(), fe.to_representation(audio).numpy()

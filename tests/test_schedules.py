@@ -9,7 +9,8 @@ import torch
 from keras import ops
 from linear_cae.components.ema import ExponentialMovingAverage
 
-from keras_lincae.training.schedules import WarmupDecay, ema_decay, ema_update
+from keras_lincae.models.ema import ema_decay, ema_update
+from keras_lincae.training.schedules import WarmupDecay
 
 BACKEND = keras.backend.backend()
 

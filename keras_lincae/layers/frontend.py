@@ -36,11 +36,11 @@ class ScaledComplexSTFT(keras.layers.Layer):
     `LinCAE.autoencode` for the padding rule that returns every sample.
 
     Args:
-        hop_size: int, 512. Frame step in samples.
-        n_fft_factor: int, 4. Window length = `n_fft_factor * hop_size`.
-        alpha_rescale: float, 0.65. Magnitude exponent.
-        beta_rescale: float, 0.34. Magnitude gain.
-        sample_rate: int, 44100. Sample rate the model expects.
+        hop_size: int. Frame step in samples.
+        n_fft_factor: int. Window length = `n_fft_factor * hop_size`.
+        alpha_rescale: float. Magnitude exponent.
+        beta_rescale: float. Magnitude gain.
+        sample_rate: int. Sample rate the model expects.
 
     Call arguments (`to_representation`):
         audio: `(batch, samples)` float32.
@@ -50,11 +50,11 @@ class ScaledComplexSTFT(keras.layers.Layer):
 
     def __init__(
         self,
-        hop_size=512,
-        n_fft_factor=4,
-        alpha_rescale=0.65,
-        beta_rescale=0.34,
-        sample_rate=44100,
+        hop_size,
+        n_fft_factor,
+        alpha_rescale,
+        beta_rescale,
+        sample_rate,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")

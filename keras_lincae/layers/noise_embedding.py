@@ -16,16 +16,16 @@ class NoiseLevelEmbedding(keras.layers.Layer):
     (a non-trainable weight, as in the official code).
 
     Args:
-        embedding_size: int, 256.
-        use_fourier: bool, False.
-        fourier_scale: float, 0.2.
+        embedding_size: int (even).
+        use_fourier: bool.
+        fourier_scale: float. Std of the Fourier frequencies (used when `use_fourier`).
         max_positions: int, 10000.
 
     Call arguments:
         x: `(batch,)`. Returns `(batch, embedding_size)`.
     """
 
-    def __init__(self, embedding_size=256, use_fourier=False, fourier_scale=0.2, max_positions=10000, **kwargs):
+    def __init__(self, embedding_size, use_fourier, fourier_scale, max_positions=10000, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.embedding_size = int(embedding_size)

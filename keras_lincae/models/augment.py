@@ -1,62 +1,16 @@
-"""Backend-agnostic training building blocks for Lin-CAE (consistency training).
+"""The data augmentations of training: Lin-CAE mixtures, additivity and gains, and the
+Music2Latent baseline's mix-it and scale augmentation (METHOD.md section 3).
 
-Everything here is written with ``keras.ops`` / ``keras.random`` only, so each
-function can be traced inside ``jax.jit``, ``tf.function`` or run eagerly on
-torch.  Random functions take a ``keras.random.SeedGenerator`` (or any seed
-accepted by ``keras.random``) so that they stay stateless under jit.
-
-Contents
---------
-Lin-CAE augmentation (METHOD.md section 3):
-
-* :func:`mix_with_rolled` - ``w * x + (1 - w) * roll(x, 1, axis=0)``.
-* :func:`sample_mix_weights` - ``w ~ U(0.5, 1)`` per example.
-* :func:`make_artificial_mixtures` - append the mixtures to the batch.
-* :func:`additive_latents` - replace the mixtures' latents by the same
-  combination of the sources' latents.
-* :func:`gain_range` / :func:`gain_probability` - gain annealing schedule.
-* :func:`sample_gains`, :func:`cap_gains`, :func:`sample_capped_gains`,
-  :func:`apply_gain`, :func:`remove_gain` - homogeneity gains.
-
-M2L baseline augmentations: :func:`mixit_augmentation`,
-:func:`scale_augmentation`, :func:`normalize_gain_augmentation`.
-
-Consistency training: :func:`lognormal_index_probabilities`,
-:func:`sample_noise_indices`, :func:`sigma_from_index`,
-:func:`consistency_step_size`, :func:`step_index`, :func:`consistency_sigmas`,
-:func:`consistency_loss_weight`,
-:func:`add_noise`, :func:`pseudo_huber_loss`.
+Pure `keras.ops` / `keras.random` (traceable under `jax.jit` / `tf.function`); random functions
+take a `keras.random.SeedGenerator`. Hyper-parameters come from the model's config.
 """
 
-import functools
 import math
 
-import numpy as np
 from keras import ops
 from keras import random as krandom
 
-# Defaults of the official "lin_cae" configuration.
-MIX_WEIGHT_MIN = 0.5
-MIX_WEIGHT_MAX = 1.0
-GAIN_PROB = 0.8
-GAIN_MIN = 0.0
-GAIN_MAX = 3.0
-GAIN_ZERO_THRESHOLD = 0.05
-GAIN_START_HOLD_FRACTION = 0.2
-GAIN_END_ZERO_FRACTION = 0.1
-PEAK_EPS = 1e-7
-
-SIGMA_MIN = 0.002
-SIGMA_MAX = 80.0
-RHO = 7.0
-P_MEAN = -1.1
-P_STD = 2.0
-SIGMA_DATA = 0.5
-NUM_NOISE_BINS = 10000
-BASE_STEP = 0.1
-START_EXP = 1.0
-END_EXP = 2.0
-HUBER_C = 0.00054
+PEAK_EPS = 1e-7  # guards the gain cap 1 / peak of silent clips
 
 
 # --------------------------------------------------------------------------
@@ -117,9 +71,7 @@ def mix_with_rolled(x, weights):
     return x * w + ops.roll(x, shift=1, axis=0) * (1.0 - w)
 
 
-def sample_mix_weights(
-    batch_size, seed, minval=MIX_WEIGHT_MIN, maxval=MIX_WEIGHT_MAX, dtype="float32"
-):
+def sample_mix_weights(batch_size, seed, minval, maxval, dtype="float32"):
     """Per-example mixture weights ``w ~ U(minval, maxval)``; shape ``(batch_size,)``.
 
     Official: ``rand(batch) * 0.5 + 0.5``, i.e. ``U(0.5, 1)``.
@@ -129,33 +81,8 @@ def sample_mix_weights(
     return krandom.uniform((batch_size,), minval=minval, maxval=maxval, dtype=dtype, seed=seed)
 
 
-def make_artificial_mixtures(x, seed, mix_weights="random"):
-    """Append artificial mixtures to a batch of audio.
-
-    Args:
-        x: audio ``(batch, ...)``.
-        seed: seed generator for the mixture weights.
-        mix_weights: ``"random"`` (``w ~ U(0.5, 1)``, official default) or a
-            python float used for every example (the official non-random mode
-            uses 0.5).
-
-    Returns:
-        ``(x_aug, w)``: ``x_aug = concat([x, mix_with_rolled(x, w)])`` of shape
-        ``(2 * batch, ...)`` and the weights ``(batch,)`` (or a scalar).
-    """
-    x = ops.convert_to_tensor(x)
-    if mix_weights == "random":
-        w = sample_mix_weights(_static_batch(x), seed, dtype=x.dtype)
-    elif isinstance(mix_weights, (int, float)):
-        _check_probability("mix_weights", mix_weights)
-        w = ops.convert_to_tensor(float(mix_weights), dtype=x.dtype)
-    else:
-        raise ValueError(f"`mix_weights` must be 'random' or a float, got {mix_weights!r}.")
-    return ops.concatenate([x, mix_with_rolled(x, w)], axis=0), w
-
-
-def additive_latents(latents, weights, switch_prob=1.0, seed=None):
-    """Impose additivity on the latents of a batch built by :func:`make_artificial_mixtures`.
+def additive_latents(latents, weights, switch_prob, seed):
+    """Impose additivity on the latents of a batch built by `mix_with_rolled` on the audio.
 
     The first half of ``latents`` encodes the sources ``x``; the second half
     encodes the mixtures.  Per mixture, with probability ``switch_prob`` its
@@ -165,9 +92,8 @@ def additive_latents(latents, weights, switch_prob=1.0, seed=None):
     Args:
         latents: ``(2 * batch, ...)``.
         weights: the mixture weights ``(batch,)`` (or scalar) used on the audio.
-        switch_prob: probability per example (official ``prob_additivity_switch``,
-            1.0 in the lin_cae configs).
-        seed: seed generator; only needed when ``switch_prob < 1``.
+        switch_prob: probability per example (official ``prob_additivity_switch``).
+        seed: seed generator (unused when ``switch_prob >= 1``).
 
     Returns:
         ``(2 * batch, ...)`` latents: ``concat([z_src, mixed])``.
@@ -184,8 +110,6 @@ def additive_latents(latents, weights, switch_prob=1.0, seed=None):
         # uniform draws in [0, 1) are always < 1: every example switches.
         mixed = combined
     else:
-        if seed is None:
-            raise ValueError("`seed` is required when `switch_prob` < 1.")
         keep = krandom.uniform((half,), dtype=latents.dtype, seed=seed) < switch_prob
         mask = _per_example(ops.cast(keep, latents.dtype), len(latents.shape))
         mixed = mask * combined + (1.0 - mask) * mixtures
@@ -211,15 +135,7 @@ def _decay_window(step, total_steps, start_hold_fraction, end_zero_fraction):
     return step, start, end, cosine
 
 
-def gain_range(
-    step,
-    total_steps,
-    gain_min=GAIN_MIN,
-    gain_max=GAIN_MAX,
-    decay=True,
-    start_hold_fraction=GAIN_START_HOLD_FRACTION,
-    end_zero_fraction=GAIN_END_ZERO_FRACTION,
-):
+def gain_range(step, total_steps, gain_min, gain_max, decay, start_hold_fraction, end_zero_fraction):
     """Gain range ``(lo, hi)`` at training step ``step``.
 
     ``decay=True`` is the ``+++range-decay`` scaler (lin_cae): ``[gain_min,
@@ -252,39 +168,7 @@ def gain_range(
     return lo, hi
 
 
-def gain_probability(
-    step,
-    total_steps,
-    prob=GAIN_PROB,
-    decay=False,
-    start_hold_fraction=GAIN_START_HOLD_FRACTION,
-    end_zero_fraction=GAIN_END_ZERO_FRACTION,
-):
-    """Probability of applying a random gain at ``step`` (official ``prob_decay``).
-
-    Constant ``prob`` unless ``decay``: then ``prob`` until the hold end, cosine
-    down to 0 at ``(1 - end_zero_fraction) * total_steps`` and 0 after.  All
-    official presets use ``decay=False``.
-    """
-    _check_probability("prob", prob)
-    step, start, end, cosine = _decay_window(
-        step, total_steps, start_hold_fraction, end_zero_fraction
-    )
-    p0 = ops.convert_to_tensor(float(prob), "float32")
-    if not decay:
-        return p0
-    return ops.where(step <= start, p0, ops.where(step >= end, ops.zeros_like(p0), p0 * cosine))
-
-
-def sample_gains(
-    batch_size,
-    seed,
-    gain_min=GAIN_MIN,
-    gain_max=GAIN_MAX,
-    prob=GAIN_PROB,
-    zero_threshold=GAIN_ZERO_THRESHOLD,
-    dtype="float32",
-):
+def sample_gains(batch_size, seed, gain_min, gain_max, prob, zero_threshold, dtype="float32"):
     """Per-example gains ``(batch_size,)`` (before peak capping).
 
     With probability ``prob`` an example gets ``a ~ U(gain_min, gain_max)``
@@ -327,42 +211,16 @@ def cap_gains(gains, x, eps=PEAK_EPS):
     return ops.where(gains < 0, -magnitude, magnitude)
 
 
-def sample_capped_gains(
-    x,
-    seed,
-    gain_min=GAIN_MIN,
-    gain_max=GAIN_MAX,
-    prob=GAIN_PROB,
-    zero_threshold=GAIN_ZERO_THRESHOLD,
-    eps=PEAK_EPS,
-):
-    """:func:`sample_gains` for the batch of ``x`` followed by :func:`cap_gains`.
-
-    Returns ``(batch,)`` gains for ``x`` (audio ``(batch, ...)``).
-    """
-    x = ops.convert_to_tensor(x)
-    gains = sample_gains(
-        _static_batch(x), seed, gain_min, gain_max, prob, zero_threshold, dtype=x.dtype
-    )
-    return cap_gains(gains, x, eps=eps)
-
-
 def apply_gain(x, gains):
     """``x * gains`` with ``gains`` ``(batch,)`` broadcast over the other axes of ``x``."""
     x = ops.convert_to_tensor(x)
     return x * ops.cast(_per_example(gains, len(x.shape)), x.dtype)
 
 
-def remove_gain(x, gains):
-    """Inverse of :func:`apply_gain` (official ``GainScaler.inverse``, encoder mode only)."""
-    x = ops.convert_to_tensor(x)
-    return x / ops.cast(_per_example(gains, len(x.shape)), x.dtype)
-
-
 # --------------------------------------------------------------------------
 # M2L baseline augmentations
 # --------------------------------------------------------------------------
-def mixit_augmentation(x, seed, prob=0.5):
+def mixit_augmentation(x, seed, prob):
     """Official ``mixit_augmentation`` (m2l): mix some examples with a random partner.
 
     A random permutation ``perm`` of the batch is drawn; each example is
@@ -397,191 +255,3 @@ def scale_augmentation(x, gains):
     ``gain_equivariance: null`` it is computed but not fed to the loss.
     """
     return apply_gain(x, cap_gains(gains, x))
-
-
-def normalize_gain_augmentation(x, seed, gain_min=0.1, gain_max=1.0):
-    """Official ``normalize_gain_augmentation`` (off in every preset).
-
-    Peak-normalise each row over the last axis, then multiply each example by a
-    gain ``U(gain_min, gain_max)``.
-    """
-    _check_gain_bounds(gain_min, gain_max)
-    x = ops.convert_to_tensor(x)
-    x = x / ops.max(ops.abs(x), axis=-1, keepdims=True)
-    g = krandom.uniform((_static_batch(x),), gain_min, gain_max, dtype=x.dtype, seed=seed)
-    return apply_gain(x, g)
-
-
-# --------------------------------------------------------------------------
-# consistency training: noise levels
-# --------------------------------------------------------------------------
-def _sigma_of_fraction(frac, sigma_min, sigma_max, rho):
-    a = sigma_min ** (1.0 / rho)
-    b = sigma_max ** (1.0 / rho)
-    return (a + frac * (b - a)) ** rho
-
-
-@functools.lru_cache(maxsize=16)
-def _index_table(num_bins, sigma_min, sigma_max, rho, p_mean, p_std):
-    # bins j = 0 .. num_bins - 2 sit at the continuous index j / (num_bins - 1)
-    j = np.arange(num_bins - 1, dtype=np.float64)
-    sigma = _sigma_of_fraction(j / (num_bins - 1), sigma_min, sigma_max, rho)
-    logpdf = -0.5 * ((np.log(sigma) - p_mean) / p_std) ** 2
-    prob = np.exp(logpdf - logpdf.max())
-    prob /= prob.sum()
-    cdf = np.cumsum(prob)
-    cdf[-1] = 1.0
-    return prob, cdf
-
-
-def lognormal_index_probabilities(
-    num_bins=NUM_NOISE_BINS,
-    sigma_min=SIGMA_MIN,
-    sigma_max=SIGMA_MAX,
-    rho=RHO,
-    p_mean=P_MEAN,
-    p_std=P_STD,
-):
-    """Probabilities ``(num_bins - 1,)`` (numpy float64) of the discrete noise bins.
-
-    Bin ``j`` has sigma ``sigma_from_index(j / (num_bins - 1))`` and weight
-    proportional to the normal pdf of ``log(sigma)`` with mean ``p_mean`` and
-    std ``p_std`` (official ``Diffusion.get_sampling_weights(num_bins)``,
-    normalised).
-    """
-    if num_bins < 2:
-        raise ValueError(f"`num_bins` must be >= 2, got {num_bins}.")
-    if p_std <= 0:
-        raise ValueError(f"`p_std` must be positive, got {p_std}.")
-    prob, _ = _index_table(
-        int(num_bins), float(sigma_min), float(sigma_max), float(rho), float(p_mean), float(p_std)
-    )
-    return prob.copy()
-
-
-def sample_noise_indices(
-    batch_size,
-    seed,
-    num_bins=NUM_NOISE_BINS,
-    sigma_min=SIGMA_MIN,
-    sigma_max=SIGMA_MAX,
-    rho=RHO,
-    p_mean=P_MEAN,
-    p_std=P_STD,
-    use_lognormal=True,
-    dtype="float32",
-):
-    """Continuous noise indices ``(batch_size,)`` in ``[0, 1)``.
-
-    Official sampler: draw a bin ``j`` from :func:`lognormal_index_probabilities`
-    (multinomial with replacement), then ``(j + u) / (num_bins - 1)`` with
-    ``u ~ U(0, 1)``.  Here the bin is drawn by inverse CDF on a precomputed
-    table (same distribution, and no ``(batch, num_bins)`` buffer).
-    ``use_lognormal=False`` gives ``U(0, 1)``.
-    """
-    if not use_lognormal:
-        return krandom.uniform((batch_size,), dtype=dtype, seed=seed)
-    if num_bins < 2:
-        raise ValueError(f"`num_bins` must be >= 2, got {num_bins}.")
-    _, cdf = _index_table(
-        int(num_bins), float(sigma_min), float(sigma_max), float(rho), float(p_mean), float(p_std)
-    )
-    cdf = ops.convert_to_tensor(cdf.astype(np.float32))
-    u = krandom.uniform((batch_size,), dtype="float32", seed=seed)
-    bins = ops.searchsorted(cdf, u, side="right")
-    bins = ops.minimum(ops.cast(bins, "float32"), float(num_bins - 2))
-    jitter = krandom.uniform((batch_size,), dtype="float32", seed=seed)
-    return ops.cast((bins + jitter) / float(num_bins - 1), dtype)
-
-
-def sigma_from_index(index, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO):
-    """Karras noise level of a continuous index in ``[0, 1]`` (any shape).
-
-    ``(sigma_min^(1/rho) + index * (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho``.
-    """
-    if sigma_min <= 0 or sigma_max <= 0 or rho <= 0:
-        raise ValueError("`sigma_min`, `sigma_max` and `rho` must be positive.")
-    index = ops.convert_to_tensor(index)
-    if not str(index.dtype).startswith("float"):
-        index = ops.cast(index, "float32")
-    return _sigma_of_fraction(index, sigma_min, sigma_max, rho)
-
-
-def consistency_step_size(
-    step,
-    total_steps,
-    base_step=BASE_STEP,
-    start_exp=START_EXP,
-    end_exp=END_EXP,
-    schedule="exponential",
-):
-    """Index step size at training ``step`` (official ``Diffusion.get_step_schedule``).
-
-    ``"exponential"``: ``base_step ** (start_exp + (end_exp - start_exp) *
-    min(step, total_steps) / total_steps)`` (the trainer clamps ``step`` at
-    ``total_steps``); ``"constant"``: ``base_step ** end_exp``.
-    ``total_steps=None`` uses the end exponent.  Returns a float32 scalar tensor.
-    """
-    if schedule not in ("exponential", "constant"):
-        raise ValueError(f"`schedule` must be 'exponential' or 'constant', got {schedule!r}.")
-    if base_step <= 0:
-        raise ValueError(f"`base_step` must be positive, got {base_step}.")
-    if schedule == "constant" or total_steps is None:
-        return ops.convert_to_tensor(float(base_step) ** float(end_exp), "float32")
-    if total_steps <= 0:
-        raise ValueError(f"`total_steps` must be positive, got {total_steps}.")
-    step = ops.minimum(ops.cast(step, "float32"), float(total_steps))
-    exponent = start_exp + (end_exp - start_exp) * (step / float(total_steps))
-    return ops.exp(exponent * math.log(base_step))
-
-
-def step_index(index, step_size):
-    """``max(index - step_size, 0)``: the teacher's (smaller) noise index."""
-    index = ops.convert_to_tensor(index)
-    return ops.maximum(index - ops.cast(step_size, index.dtype), 0.0)
-
-
-def consistency_sigmas(index, step_size, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO):
-    """``(sigma, sigma_step)`` for indices ``(batch,)``: student and teacher noise levels."""
-    sigma = sigma_from_index(index, sigma_min, sigma_max, rho)
-    sigma_step = sigma_from_index(step_index(index, step_size), sigma_min, sigma_max, rho)
-    return sigma, sigma_step
-
-
-def consistency_loss_weight(sigma, sigma_step):
-    """Per-example loss weight ``1 / (sigma - sigma_step)``."""
-    return 1.0 / (sigma - sigma_step)
-
-
-def add_noise(x, noise, sigma):
-    """``x + sigma * noise`` with ``sigma`` ``(batch,)`` broadcast over ``x`` ``(batch, ...)``."""
-    x = ops.convert_to_tensor(x)
-    return x + ops.cast(_per_example(sigma, len(x.shape)), x.dtype) * noise
-
-
-def pseudo_huber_loss(target, prediction, weights=None, c=HUBER_C, reduction="mean"):
-    """Official consistency loss (pseudo-Huber on the whole example).
-
-    Per example ``i``: ``d_i = sum((target_i - prediction_i)^2)`` over all
-    non-batch axes, ``D`` = number of elements per example,
-    ``c' = c * sqrt(D)``, ``l_i = sqrt(d_i + c'^2) - c'`` (NaNs -> 0), times
-    ``weights[i]`` if given.  ``reduction="mean"`` averages over the batch,
-    ``None`` returns ``(batch,)``.
-    """
-    if reduction not in ("mean", None):
-        raise ValueError(f"`reduction` must be 'mean' or None, got {reduction!r}.")
-    target = ops.convert_to_tensor(target)
-    prediction = ops.convert_to_tensor(prediction)
-    if tuple(target.shape[1:]) != tuple(prediction.shape[1:]):
-        raise ValueError(f"Shape mismatch: {target.shape} vs {prediction.shape}.")
-    dim = int(np.prod(target.shape[1:])) if len(target.shape) > 1 else 1
-    cc = c * math.sqrt(dim)
-    sq = ops.square(target - prediction)
-    axes = tuple(range(1, len(sq.shape)))
-    d = ops.sum(sq, axis=axes) if axes else sq
-    loss = ops.nan_to_num(ops.sqrt(d + cc**2) - cc)
-    if weights is not None:
-        loss = loss * ops.reshape(ops.cast(weights, loss.dtype), (-1,))
-    if reduction == "mean":
-        return ops.mean(loss)
-    return loss

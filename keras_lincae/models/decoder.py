@@ -6,24 +6,12 @@ import keras
 from keras import ops
 
 from keras_lincae.layers.conv import PaddedConv, torch_like_initializer
-from keras_lincae.models.latent_pyramid import LatentPyramid
 from keras_lincae.layers.noise_embedding import NoiseLevelEmbedding
 from keras_lincae.layers.norm import group_norm
 from keras_lincae.layers.res_block import ResBlock
 from keras_lincae.layers.resample import Resample
-
-
-def preconditioning(sigma, sigma_min=0.002, sigma_data=0.5):
-    """Consistency-model scalings `(c_skip, c_out, c_in)` for noise levels `sigma` `(batch,)`.
-
-    `c_skip = sd^2 / ((s - s_min)^2 + sd^2)`, `c_out = sd (s - s_min) / sqrt(sd^2 + s^2)`,
-    `c_in = 1 / sqrt(s^2 + sd^2)`; `c_skip = 1`, `c_out = 0` at `s = s_min`.
-    """
-    shifted = sigma - sigma_min
-    c_skip = sigma_data**2 / (shifted**2 + sigma_data**2)
-    c_out = sigma_data * shifted / ops.sqrt(sigma_data**2 + sigma**2)
-    c_in = 1.0 / ops.sqrt(sigma**2 + sigma_data**2)
-    return c_skip, c_out, c_in
+from keras_lincae.models.consistency import preconditioning
+from keras_lincae.models.latent_pyramid import LatentPyramid
 
 
 def _mlp(width, out_units, zero_last, name, policy):
@@ -67,31 +55,31 @@ class ConsistencyDecoder(keras.layers.Layer):
 
     def __init__(
         self,
-        base_channels=64,
-        layers_list=(2, 2, 2, 2, 2),
-        multipliers_list=(1, 2, 4, 4, 4),
-        attention_list=(0, 0, 1, 1, 1),
-        freq_downsample_list=(1, 0, 0, 0),
-        layers_list_encoder=(1, 1, 1, 1, 1),
-        attention_list_encoder=(0, 0, 1, 1, 1),
-        bottleneck_base_channels=512,
-        bottleneck_channels=64,
-        num_bottleneck_layers=4,
-        hop=512,
-        data_channels=2,
-        cond_channels=256,
-        heads=4,
-        use_fourier=False,
-        fourier_scale=0.2,
-        normalization=True,
-        dropout_rate=0.0,
-        min_res_dropout=16,
-        frequency_scaling=True,
-        sigma_min=0.002,
-        sigma_max=80.0,
-        sigma_data=0.5,
-        init_as_zero=True,
-        padding_mode="zeros",
+        base_channels,
+        layers_list,
+        multipliers_list,
+        attention_list,
+        freq_downsample_list,
+        layers_list_encoder,
+        attention_list_encoder,
+        bottleneck_base_channels,
+        bottleneck_channels,
+        num_bottleneck_layers,
+        hop,
+        data_channels,
+        cond_channels,
+        heads,
+        use_fourier,
+        fourier_scale,
+        normalization,
+        dropout_rate,
+        min_res_dropout,
+        frequency_scaling,
+        sigma_min,
+        sigma_max,
+        sigma_data,
+        init_as_zero,
+        padding_mode,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -4,9 +4,9 @@ import keras
 from keras import ops
 
 from keras_lincae.layers.conv import torch_like_initializer
-from keras_lincae.models.encoder import bottleneck_freq_dim
 from keras_lincae.layers.res_block import ResBlock
 from keras_lincae.layers.resample import Resample
+from keras_lincae.models.encoder import bottleneck_freq_dim
 
 
 @keras.saving.register_keras_serializable(package="keras_lincae")
@@ -25,21 +25,21 @@ class LatentPyramid(keras.layers.Layer):
 
     def __init__(
         self,
-        layers_list=(1, 1, 1, 1, 1),
-        attention_list=(0, 0, 1, 1, 1),
-        multipliers_list=(1, 2, 4, 4, 4),
-        base_channels=64,
-        bottleneck_base_channels=512,
-        bottleneck_channels=64,
-        cond_channels=256,
-        hop=512,
-        freq_downsample_list=(1, 0, 0, 0),
-        num_bottleneck_layers=4,
-        normalization=True,
-        dropout_rate=0.0,
-        min_res_dropout=16,
-        init_as_zero=True,
-        padding_mode="zeros",
+        layers_list,
+        attention_list,
+        multipliers_list,
+        base_channels,
+        bottleneck_base_channels,
+        bottleneck_channels,
+        cond_channels,
+        hop,
+        freq_downsample_list,
+        num_bottleneck_layers,
+        normalization,
+        dropout_rate,
+        min_res_dropout,
+        init_as_zero,
+        padding_mode,
         **kwargs,
     ):
         super().__init__(**kwargs)

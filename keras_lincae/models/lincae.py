@@ -1,123 +1,20 @@
 """`LinCAE`: the linear consistency autoencoder as a Keras model."""
 
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
 
+from keras_lincae import preset_io
 from keras_lincae.backend_dispatch import compile_inference_function
+from keras_lincae.layers.frontend import ScaledComplexSTFT
+from keras_lincae.models import chunking, ema, objective, sampler, validation
 from keras_lincae.models.decoder import ConsistencyDecoder
 from keras_lincae.models.encoder import LinCAEEncoder
-from keras_lincae.layers.frontend import ScaledComplexSTFT
-from keras_lincae.models import losses, validation
 
-FRONTEND_ARGS = ("hop_size", "n_fft_factor", "alpha_rescale", "beta_rescale", "sample_rate")
-ENCODER_ARGS = (
-    "multipliers_list", "base_channels", "data_channels", "bottleneck_base_channels",
-    "num_bottleneck_layers", "bottleneck_channels", "freq_downsample_list", "normalization",
-    "pre_normalize_downsampling_encoder", "pre_normalize_2d_to_1d", "frequency_scaling",
-    "dropout_rate", "min_res_dropout", "init_as_zero", "activation_bottleneck", "padding_mode",
-)
-DECODER_ARGS = (
-    "base_channels", "layers_list", "multipliers_list", "attention_list", "freq_downsample_list",
-    "layers_list_encoder", "attention_list_encoder", "bottleneck_base_channels",
-    "bottleneck_channels", "num_bottleneck_layers", "data_channels", "cond_channels", "heads",
-    "use_fourier", "fourier_scale", "normalization", "dropout_rate", "min_res_dropout",
-    "frequency_scaling", "sigma_min", "sigma_max", "sigma_data", "init_as_zero", "padding_mode",
-)
-
-ARCHITECTURE_DEFAULTS = dict(
-    # Frontend (official ScaledComplexSTFT as configured in configs/model/lin_cae.yaml).
-    hop_size=512,
-    n_fft_factor=4,
-    alpha_rescale=0.65,
-    beta_rescale=0.34,
-    sample_rate=44100,
-    # Generator (official UNet arguments).
-    base_channels=64,
-    layers_list=(2, 2, 2, 2, 2),
-    multipliers_list=(1, 2, 4, 4, 4),
-    attention_list=(0, 0, 1, 1, 1),
-    freq_downsample_list=(1, 0, 0, 0),
-    layers_list_encoder=(1, 1, 1, 1, 1),
-    attention_list_encoder=(0, 0, 1, 1, 1),
-    bottleneck_base_channels=512,
-    bottleneck_channels=64,
-    num_bottleneck_layers=4,
-    data_channels=2,
-    cond_channels=256,
-    heads=4,
-    use_fourier=False,
-    fourier_scale=0.2,
-    normalization=True,
-    dropout_rate=0.0,
-    min_res_dropout=16,
-    pre_normalize_downsampling_encoder=True,
-    pre_normalize_2d_to_1d=True,
-    frequency_scaling=True,
-    sigma_min=0.002,
-    sigma_max=80.0,
-    sigma_data=0.5,
-    init_as_zero=True,
-    activation_bottleneck="tanh",
-    padding_mode="zeros",
-    # Sampler and latent scaling.
-    rho=7.0,
-    scale_factor=1.0,
-)
-
-
-TRAINING_DEFAULTS = dict(
-    # Which training step: "lin_cae" (mixtures + additivity + gains, annealed gain range),
-    # "lin_cae_2" (same, constant gain range) or "m2l" (Music2Latent baseline).
-    mode="lin_cae",
-    total_steps=800_000,
-    seed=0,
-    # Artificial mixtures w * x + (1 - w) * roll(x), w ~ U(mix_weight_min, mix_weight_max).
-    mix_weight_min=0.5,
-    mix_weight_max=1.0,
-    prob_additivity_switch=1.0,
-    # Gains a ~ U(range) with probability gain_prob, a < gain_zero_threshold -> 0, peak-capped.
-    gain_min=0.0,
-    gain_max=3.0,
-    gain_prob=0.8,
-    gain_zero_threshold=0.05,
-    gain_hold_fraction=0.2,
-    gain_end_fraction=0.1,
-    # M2L baseline augmentations.
-    mixit_prob=0.5,
-    scale_augmentation=True,
-    # Objective: "consistency" (the official one) or "one_step_spectral" (a warm start of the
-    # 1-step regime: decode from sigma_max, multi-resolution spectral loss on the waveform).
-    objective="consistency",
-    # Weight of the log-magnitude term of that spectral loss (spectral convergence has weight 1);
-    # below 1 it favours the loud bins that magnitude-SNR counts.
-    spectral_log_weight=1.0,
-    # Consistency training.
-    p_mean=-1.1,
-    p_std=2.0,
-    base_step=0.1,
-    start_exp=1.0,
-    end_exp=2.0,
-    huber_c=0.00054,
-    # EMA of the weights, kept in non-trainable shadow variables (None: no EMA).
-    ema_momentum=None,
-    ema_every=10,
-    ema_warmup=True,
-)
-TRAINING_MODES = ("lin_cae", "lin_cae_2", "m2l")
-MAX_CHUNK_SECONDS = 20.0  # encode / decode / autoencode chunk longer inputs (settable per call)
-MAX_DECODE_STEPS = validation.MAX_DECODE_STEPS
-OBJECTIVES = ("consistency", "one_step_spectral")
-
-
-def sampling_sigmas(steps, sigma_min, sigma_max, rho):
-    """Noise levels visited by a `steps`-step decode, highest first (`steps + 1` values).
-
-    The Karras grid `(s_min^(1/rho) + t (s_max^(1/rho) - s_min^(1/rho)))^rho`
-    at `t = 1, (steps-1)/steps, ..., 0`; a 1-step decode uses `[sigma_max, sigma_min]`.
-    """
-    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    return [float((lo + (i / steps) * (hi - lo)) ** rho) for i in range(steps, -1, -1)]
+MAX_CHUNK_SECONDS = chunking.MAX_CHUNK_SECONDS
+_BASE_ARGUMENTS = ("name", "dtype", "trainable")
 
 
 @keras.saving.register_keras_serializable(package="keras_lincae")
@@ -127,13 +24,79 @@ class LinCAE(keras.Model):
     Data flow: audio -> `frontend` -> `encoder` -> x `scale_factor` = latents
     (mix, scale and subtract here) -> / `scale_factor` -> consistency sampler
     (`sigma_max` * noise, 1..k `decoder` calls) -> inverse frontend -> audio.
+    The defaults are the official `lin_cae` model (`configs/model/lin_cae.yaml`);
+    the architecture arguments keep the names of the official `ScaledComplexSTFT`
+    and `UNet` arguments. All arguments are keyword-only.
 
-    Every argument is stored in the config under its own name; the
-    architecture arguments are the official `ScaledComplexSTFT` and `UNet`
-    arguments (see `ARCHITECTURE_DEFAULTS`, the official `lin_cae` model).
-    `bottleneck_channels` is the latent size. `scale_factor` multiplies latents
-    after encoding (33 for the official `lin_cae` release). `rho` shapes the
-    multi-step noise grid.
+    Args:
+        hop_size: int, 512. Frontend: STFT hop; the representation has `2 * hop_size` bins.
+        n_fft_factor: int, 4. Frontend: window length `n_fft = n_fft_factor * hop_size`.
+        alpha_rescale: float, 0.65. Frontend: magnitude exponent.
+        beta_rescale: float, 0.34. Frontend: magnitude gain.
+        sample_rate: int, 44100. Frontend: the sample rate the model expects.
+        base_channels: int, 64. U-Net: channels of the first level.
+        multipliers_list: list of int, [1, 2, 4, 4, 4]. U-Net: channel multiplier per level.
+        freq_downsample_list: list of 0/1, [1, 0, 0, 0]. U-Net: per level transition,
+            1 = x4 in frequency only, 0 = x2 in time and frequency.
+        data_channels: int, 2. U-Net: real and imaginary parts.
+        normalization: bool, True. U-Net: group norm in the residual blocks.
+        dropout_rate: float, 0.0. U-Net: dropout in blocks at resolutions >= `min_res_dropout`.
+        min_res_dropout: int, 16.
+        frequency_scaling: bool, True. U-Net: learned per-frequency input/output scaling.
+        init_as_zero: bool, True. U-Net: zero-initialised last convolutions.
+        padding_mode: str, "zeros". U-Net: convolution padding ("zeros" or "reflect").
+        bottleneck_base_channels: int, 512. Encoder and pyramid: width of the 1-D bottleneck.
+        num_bottleneck_layers: int, 4. Encoder and pyramid: residual blocks in the bottleneck.
+        bottleneck_channels: int, 64. The latent size.
+        layers_list_encoder: list of int, [1, 1, 1, 1, 1]. Encoder and pyramid: blocks per level.
+        attention_list_encoder: list of 0/1, [0, 0, 1, 1, 1]. Encoder and pyramid: attention per level.
+        pre_normalize_downsampling_encoder: bool, True. Encoder: group norm before downsampling.
+        pre_normalize_2d_to_1d: bool, True. Encoder: group norm before flattening frequency.
+        activation_bottleneck: str, "tanh". Encoder: "tanh" or "linear" latents.
+        layers_list: list of int, [2, 2, 2, 2, 2]. Decoder U-Net: blocks per level.
+        attention_list: list of 0/1, [0, 0, 1, 1, 1]. Decoder U-Net: attention per level.
+        cond_channels: int, 256. Decoder: width of the noise-level embedding.
+        heads: int, 4. Decoder: attention heads.
+        use_fourier: bool, False. Decoder: Gaussian Fourier (else sinusoidal) noise embedding.
+        fourier_scale: float, 0.2. Decoder: std of the Fourier frequencies.
+        sigma_min: float, 0.002. Sampler: the lowest noise level.
+        sigma_max: float, 80.0. Sampler: the noise level decoding starts from.
+        sigma_data: float, 0.5. Sampler: data std of the preconditioning.
+        rho: float, 7.0. Sampler: shape of the Karras noise grid.
+        scale_factor: float, 1.0. Latents are the encoder's output times this (33 for the
+            official `lin_cae` release).
+        mode: str, "lin_cae". Training: "lin_cae" (mixtures, additivity, gains with an
+            annealed range), "lin_cae_2" (constant gain range) or "m2l" (Music2Latent baseline).
+        total_steps: int, 800000. Training: length of the gain and step-size schedules.
+        seed: int, 0. Training: seed of the augmentation and noise draws.
+        mix_weight_min: float, 0.5. Training: mixtures `w x + (1 - w) roll(x)`, `w ~ U(min, max)`.
+        mix_weight_max: float, 1.0.
+        prob_additivity_switch: float, 1.0. Training: probability that a mixture's latent is
+            the same mixture of the sources' latents.
+        gain_min: float, 0.0. Training: gains `a ~ U(gain_min, gain_max)`, peak-capped.
+        gain_max: float, 3.0.
+        gain_prob: float, 0.8. Training: probability of a random gain per clip.
+        gain_zero_threshold: float, 0.05. Training: gains below it become 0.
+        gain_hold_fraction: float, 0.2. Training: the gain range is held for this fraction of
+            `total_steps`, then annealed towards [1, 1] ...
+        gain_end_fraction: float, 0.1. ... reaching it this fraction before the end.
+        mixit_prob: float, 0.5. Training (m2l): probability to average a clip with a partner.
+        scale_augmentation: bool, True. Training (m2l): random capped gains on the clips.
+        objective: str, "consistency". Training: the official consistency objective, or
+            "one_step_spectral" (1-step decode, multi-resolution spectral loss; a warm start).
+        spectral_log_weight: float, 1.0. Training: weight of the log-magnitude term of the
+            spectral loss (spectral convergence has weight 1).
+        p_mean: float, -1.1. Training: mean of the log-normal over `log(sigma)`.
+        p_std: float, 2.0. Training: its std.
+        base_step: float, 0.1. Training: consistency step size `base_step ** exponent` ...
+        start_exp: float, 1.0. ... with the exponent going from `start_exp` ...
+        end_exp: float, 2.0. ... to `end_exp` over `total_steps`.
+        huber_c: float, 0.00054. Training: pseudo-Huber constant (per element).
+        ema_momentum: float or None, None. Training: EMA of the weights in non-trainable
+            shadow variables (None: no EMA).
+        ema_every: int, 10. Training: steps between EMA updates.
+        ema_warmup: bool, True. Training: EMA decay `min(momentum, (1 + n) / (10 + n))`.
+        **kwargs: `name`, `dtype`, `trainable` (Keras). Any other key raises ValueError.
 
     Examples:
     ```python
@@ -144,43 +107,100 @@ class LinCAE(keras.Model):
     ```
     """
 
-    def __init__(self, **kwargs):
-        base_kwargs = {
-            k: kwargs.pop(k) for k in ("name", "dtype", "trainable") if k in kwargs
-        }
-        unknown = sorted(set(kwargs) - set(ARCHITECTURE_DEFAULTS) - set(self._extra_defaults()))
+    def __init__(
+        self,
+        *,
+        hop_size=512,
+        n_fft_factor=4,
+        alpha_rescale=0.65,
+        beta_rescale=0.34,
+        sample_rate=44100,
+        base_channels=64,
+        multipliers_list=(1, 2, 4, 4, 4),
+        freq_downsample_list=(1, 0, 0, 0),
+        data_channels=2,
+        normalization=True,
+        dropout_rate=0.0,
+        min_res_dropout=16,
+        frequency_scaling=True,
+        init_as_zero=True,
+        padding_mode="zeros",
+        bottleneck_base_channels=512,
+        num_bottleneck_layers=4,
+        bottleneck_channels=64,
+        layers_list_encoder=(1, 1, 1, 1, 1),
+        attention_list_encoder=(0, 0, 1, 1, 1),
+        pre_normalize_downsampling_encoder=True,
+        pre_normalize_2d_to_1d=True,
+        activation_bottleneck="tanh",
+        layers_list=(2, 2, 2, 2, 2),
+        attention_list=(0, 0, 1, 1, 1),
+        cond_channels=256,
+        heads=4,
+        use_fourier=False,
+        fourier_scale=0.2,
+        sigma_min=0.002,
+        sigma_max=80.0,
+        sigma_data=0.5,
+        rho=7.0,
+        scale_factor=1.0,
+        mode="lin_cae",
+        total_steps=800_000,
+        seed=0,
+        mix_weight_min=0.5,
+        mix_weight_max=1.0,
+        prob_additivity_switch=1.0,
+        gain_min=0.0,
+        gain_max=3.0,
+        gain_prob=0.8,
+        gain_zero_threshold=0.05,
+        gain_hold_fraction=0.2,
+        gain_end_fraction=0.1,
+        mixit_prob=0.5,
+        scale_augmentation=True,
+        objective="consistency",
+        spectral_log_weight=1.0,
+        p_mean=-1.1,
+        p_std=2.0,
+        base_step=0.1,
+        start_exp=1.0,
+        end_exp=2.0,
+        huber_c=0.00054,
+        ema_momentum=None,
+        ema_every=10,
+        ema_warmup=True,
+        **kwargs,
+    ):
+        unknown = sorted(set(kwargs) - set(_BASE_ARGUMENTS))
         if unknown:
             raise ValueError(f"Unknown LinCAE config fields: {unknown}")
-        config = dict(ARCHITECTURE_DEFAULTS)
-        config.update(self._extra_defaults())
-        config.update(kwargs)
-        for key, value in config.items():
-            if isinstance(value, tuple):
-                config[key] = list(value)
-        super().__init__(**base_kwargs)
+        # === Config ===
+        arguments = locals()
+        config = {name: arguments[name] for name in (*ARCHITECTURE_DEFAULTS, *TRAINING_DEFAULTS)}
+        config = {name: list(v) if isinstance(v, tuple) else v for name, v in config.items()}
+        super().__init__(**kwargs)
         self._config = config
         validation.check_architecture(config)
-        validation.check_training(config, TRAINING_MODES, OBJECTIVES)
-        policy = self.dtype_policy
-        self.frontend = ScaledComplexSTFT(**{k: config[k] for k in FRONTEND_ARGS}, name="frontend")
+        validation.check_training(config)
+        # === Layers ===
+        self.frontend = ScaledComplexSTFT(**_arguments_of(ScaledComplexSTFT, config), name="frontend")
         self.encoder = LinCAEEncoder(
-            hop=config["hop_size"],
-            layers_list=config["layers_list_encoder"],
-            attention_list=config["attention_list_encoder"],
-            **{k: config[k] for k in ENCODER_ARGS},
+            **_arguments_of(
+                LinCAEEncoder,
+                config,
+                hop=hop_size,
+                layers_list=config["layers_list_encoder"],
+                attention_list=config["attention_list_encoder"],
+            ),
             name="encoder",
-            dtype=policy,
+            dtype=self.dtype_policy,
         )
         self.decoder = ConsistencyDecoder(
-            hop=config["hop_size"], **{k: config[k] for k in DECODER_ARGS}, name="decoder", dtype=policy
+            **_arguments_of(ConsistencyDecoder, config, hop=hop_size), name="decoder", dtype=self.dtype_policy
         )
         self._compiled = {}
         self._noise_seed = keras.random.SeedGenerator(0, name="inference_noise_seed")
-        self._train_seed = keras.random.SeedGenerator(config["seed"], name="training_seed")
-
-    @staticmethod
-    def _extra_defaults():
-        return TRAINING_DEFAULTS
+        self._train_seed = keras.random.SeedGenerator(seed, name="training_seed")
 
     def __getattr__(self, name):
         config = self.__dict__.get("_config")
@@ -224,7 +244,6 @@ class LinCAE(keras.Model):
         )
         self.ema_weights = []
         if self.ema_momentum is not None:
-            sources = self.encoder.trainable_weights + self.decoder.trainable_weights
             self.ema_weights = [
                 self.add_weight(
                     shape=w.shape,
@@ -232,9 +251,9 @@ class LinCAE(keras.Model):
                     trainable=False,
                     name="ema_" + w.path.replace("/", "_"),
                 )
-                for w in sources
+                for w in self._ema_sources()
             ]
-            for shadow, w in zip(self.ema_weights, sources):
+            for shadow, w in zip(self.ema_weights, self._ema_sources()):
                 shadow.assign(np.array(ops.convert_to_numpy(w)))  # a copy: never share buffers
         self.built = True
 
@@ -250,164 +269,45 @@ class LinCAE(keras.Model):
 
     # -------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The Lin-CAE objective: consistency training on augmented batches.
+        """The Lin-CAE objective (`models/objective.py`) on a batch of clips.
 
-        `x` is a batch of audio clips `(batch, samples)`; `y_pred` the scaled
-        latents `call` computed from it (so the encoder runs once on the
-        sources). Steps, all with the model's seed generator:
-        1. m2l: mix-it (some clips averaged with a random partner) and scale
-           augmentation (the clips multiplied by capped random gains).
-        2. Artificial mixtures `w x + (1 - w) roll(x)` appended (all modes).
-        3. lin_cae*: gains `a` per clip (range annealed by the step counter for
-           "lin_cae"), capped so `a * peak <= 1`; both branches see
-           `frontend(a x)`.
-        4. Latents: encoder latents of the sources; lin_cae*: the mixtures'
-           latents are `w z + (1 - w) roll(z)` (additivity), then all are
-           multiplied by `a` (homogeneity). m2l: the encoder's own latents.
-        5. One noise draw, noise index from the discretised log-normal,
-           `sigma_step` from the annealed step size; the `sigma_step` branch is a
-           stop-gradient target; pseudo-Huber loss weighted by
-           `1 / (sigma - sigma_step)`.
-           With `objective="one_step_spectral"` instead: a 1-step decode from
-           `sigma_max` noise, multi-resolution spectral loss against the audio
-           (`models/losses.py`; not in the paper, a warm start for small budgets).
-        During evaluation (`training=False`) steps 1-4 are skipped.
+        `x`: audio clips `(batch, samples)`; `y_pred`: the scaled latents `call`
+        computed from them (the encoder runs once on the sources). Augmentations,
+        then consistency training (or the one-step spectral warm start); when
+        training, one step of the EMA and of the step counter. Returns a scalar.
         """
-        from keras_lincae.models import augment
-
-        audio = ops.cast(x, "float32")
-        batch = audio.shape[0]
-        seed = self._train_seed
-        step = self.training_step
-        lin_cae = training and self.mode != "m2l"
-        if training and (batch is None or batch < 2):
-            raise ValueError(f"Lin-CAE training needs at least 2 clips per batch to form mixtures, got {batch}")
-        latents = ops.cast(y_pred, "float32") / self.scale_factor
-        if training and self.mode == "m2l":
-            audio = augment.mixit_augmentation(audio, seed, prob=self.mixit_prob)
-            if self.scale_augmentation:
-                lo, hi = self._gain_range(step)
-                gains = augment.sample_gains(batch, seed, lo, hi, self.gain_prob, self.gain_zero_threshold)
-                audio = augment.scale_augmentation(audio, gains)
-            latents = self._encode_unscaled(audio, training)
+        loss = objective.training_loss(self, x, y_pred, training)
         if training:
-            weights = augment.sample_mix_weights(batch, seed, self.mix_weight_min, self.mix_weight_max)
-            audio = ops.concatenate([audio, augment.mix_with_rolled(audio, weights)], axis=0)
-            if lin_cae:
-                if self.prob_additivity_switch >= 1.0:
-                    latents = ops.concatenate([latents, augment.mix_with_rolled(latents, weights)], axis=0)
-                else:
-                    mixture_latents = self._encode_unscaled(audio[batch:], training)
-                    latents = augment.additive_latents(
-                        ops.concatenate([latents, mixture_latents], axis=0),
-                        weights,
-                        self.prob_additivity_switch,
-                        seed,
-                    )
-            else:
-                latents = ops.concatenate([latents, self._encode_unscaled(audio[batch:], training)], axis=0)
-        if lin_cae:
-            lo, hi = self._gain_range(step)
-            gains = augment.sample_gains(2 * batch, seed, lo, hi, self.gain_prob, self.gain_zero_threshold)
-            gains = augment.cap_gains(gains, audio)
-            audio = augment.apply_gain(audio, gains)
-            latents = augment.apply_gain(latents, gains)
-        representation = self.frontend.to_representation(audio)
-        pyramid = self.decoder.latent_pyramid(ops.cast(latents, self.compute_dtype), training=training)
-        if self.objective == "one_step_spectral":
-            loss = self._one_step_spectral_loss(audio, representation, pyramid, training)
-        else:
-            loss = self._consistency_loss(representation, pyramid, step, training)
-        if training:
-            self._advance_training_state()
+            if self.ema_weights:
+                ema.ema_update(
+                    self.ema_weights,
+                    [ops.stop_gradient(w) for w in self._ema_sources()],
+                    self.training_step,
+                    self.ema_momentum,
+                    self.ema_every,
+                    self.ema_warmup,
+                )
+            self.training_step.assign(self.training_step + 1)
         return loss
-
-    def _consistency_loss(self, representation, pyramid, step, training):
-        """Official consistency training: one noise draw, pseudo-Huber to the `sigma_step` branch."""
-        from keras_lincae.models import augment
-
-        seed = self._train_seed
-        items = representation.shape[0]
-        noise = keras.random.normal(ops.shape(representation), seed=seed)
-        index = augment.sample_noise_indices(
-            items, seed, sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho,
-            p_mean=self.p_mean, p_std=self.p_std,
-        )
-        step_size = augment.consistency_step_size(
-            step, self.total_steps, self.base_step, self.start_exp, self.end_exp
-        )
-        sigma, sigma_step = augment.consistency_sigmas(index, step_size, self.sigma_min, self.sigma_max, self.rho)
-        target = self.decoder.denoise(augment.add_noise(representation, noise, sigma_step), sigma_step, pyramid, training)
-        prediction = self.decoder.denoise(augment.add_noise(representation, noise, sigma), sigma, pyramid, training)
-        return augment.pseudo_huber_loss(
-            ops.stop_gradient(target),
-            prediction,
-            weights=augment.consistency_loss_weight(sigma, sigma_step),
-            c=self.huber_c,
-        )
-
-    def _one_step_spectral_loss(self, audio, representation, pyramid, training):
-        """1-step decode from `sigma_max` noise, phase-blind spectral loss against `audio`.
-
-        The `n_fft - hop` samples at each end, where the inverse STFT is not exact, are left out.
-        """
-        noise = keras.random.normal(ops.shape(representation), seed=self._train_seed)
-        sigma = ops.full((representation.shape[0],), self.sigma_max)
-        decoded = self.frontend.to_waveform(self.decoder.denoise(noise * self.sigma_max, sigma, pyramid, training))
-        edge, length = self.frontend.n_fft - self.hop_size, decoded.shape[-1]
-        return losses.multi_resolution_spectral_loss(
-            decoded[:, edge : length - edge], audio[:, edge : length - edge], log_weight=self.spectral_log_weight
-        )
-
-    def _encode_unscaled(self, audio, training):
-        representation = self.frontend.to_representation(audio)
-        return ops.cast(self.encoder(ops.cast(representation, self.compute_dtype), training=training), "float32")
-
-    def _gain_range(self, step):
-        """`(low, high)` gain bounds at `step` (annealed for mode "lin_cae" and "m2l")."""
-        from keras_lincae.models import augment
-
-        return augment.gain_range(
-            step,
-            self.total_steps,
-            self.gain_min,
-            self.gain_max,
-            decay=self.mode != "lin_cae_2",
-            start_hold_fraction=self.gain_hold_fraction,
-            end_zero_fraction=self.gain_end_fraction,
-        )
 
     def gain_range_at(self, step):
         """Gain range `(low, high)` as Python floats at training step `step`."""
-        lo, hi = self._gain_range(ops.convert_to_tensor(step, "int32"))
-        return float(ops.convert_to_numpy(lo)), float(ops.convert_to_numpy(hi))
+        low, high = objective.gain_range(self, ops.convert_to_tensor(step, "int32"))
+        return float(ops.convert_to_numpy(low)), float(ops.convert_to_numpy(high))
 
-    def _advance_training_state(self):
-        """Step hook: EMA of the weights (every `ema_every` steps) and the step counter."""
-        from keras_lincae.training.schedules import ema_update
-
-        if self.ema_weights:
-            sources = self.encoder.trainable_weights + self.decoder.trainable_weights
-            ema_update(
-                self.ema_weights,
-                [ops.stop_gradient(w) for w in sources],
-                self.training_step,
-                self.ema_momentum,
-                self.ema_every,
-                self.ema_warmup,
-            )
-        self.training_step.assign(self.training_step + 1)
+    def _ema_sources(self):
+        return self.encoder.trainable_weights + self.decoder.trainable_weights
 
     def use_ema_weights(self):
         """Copy the EMA shadows into the model's weights (for inference after training)."""
         if not self.ema_weights:
             raise ValueError("This model keeps no EMA weights (ema_momentum is None)")
-        sources = self.encoder.trainable_weights + self.decoder.trainable_weights
-        for w, shadow in zip(sources, self.ema_weights):
+        for w, shadow in zip(self._ema_sources(), self.ema_weights):
             w.assign(shadow)
 
     # ------------------------------------------------------------ public API
-    def _function(self, key, fn):
+    def compiled_function(self, key, fn):
+        """`fn(*tensors)` compiled for this backend once per `key` (cached in `_compiled`)."""
         if not self.built:  # variables must exist before tracing
             self.build()
         if key not in self._compiled:
@@ -431,36 +331,14 @@ class LinCAE(keras.Model):
             ValueError: bad audio, or audio so loud that the latents overflow.
         """
         audio, channels = validation.check_audio(audio, min_samples=self.frontend.n_fft)
-        chunk = self._chunk_frames(max_chunk_seconds)
-        encode = self._function("encode", lambda x: self(x, training=False))
+        chunk = chunking.chunk_frames(self, max_chunk_seconds)
+        encode = self.compiled_function("encode", lambda x: self(x, training=False))
         if chunk is None or self.latent_length(audio.shape[-1]) <= chunk:
             latents = encode(audio)
         else:
-            latents = self._encode_chunked(encode, audio, chunk)
+            latents = chunking.encode_chunked(self, encode, audio, chunk)
         validation.check_finite_output(latents, "encode's latents", "scale the audio into [-1, 1]")
         return validation.restore_channels(latents, channels)
-
-    def _chunk_frames(self, max_chunk_seconds):
-        """Latent frames per chunk for `max_chunk_seconds` (None: no chunking)."""
-        if max_chunk_seconds is None:
-            return None
-        if isinstance(max_chunk_seconds, bool) or not isinstance(max_chunk_seconds, (int, float)) or not (
-            0 < max_chunk_seconds < float("inf")
-        ):
-            raise ValueError(f"max_chunk_seconds must be a positive number or None, got {max_chunk_seconds!r}")
-        return max(2, int(round(max_chunk_seconds * self.sample_rate / self.samples_per_latent)))
-
-    def _encode_chunked(self, encode, audio, chunk):
-        """Encode `chunk` latent frames at a time on the whole signal's frame grid; concatenate."""
-        total = self.latent_length(audio.shape[-1])
-        window = self.frontend.num_samples(chunk * self.time_downsampling)
-        audio = ops.convert_to_numpy(audio)
-        pieces = []
-        for first in range(0, total, chunk):
-            part = audio[:, first * self.samples_per_latent :][:, :window]
-            part = np.pad(part, ((0, 0), (0, window - part.shape[-1])))  # fixed shape: one compilation
-            pieces.append(ops.convert_to_numpy(encode(part))[:, : min(chunk, total - first)])
-        return ops.convert_to_tensor(np.concatenate(pieces, axis=1))
 
     def decode(self, latents, steps=1, seed=None, noise=None, max_chunk_seconds=MAX_CHUNK_SECONDS):
         """Latents (multiplied by `scale_factor`) -> audio.
@@ -495,82 +373,22 @@ class LinCAE(keras.Model):
             raise ValueError(f"got {len(given)} noise draws for a {steps}-step decode")
         given = [validation.check_noise(n, shape) for n in given]
         draws = [given[k] if k < len(given) else keras.random.normal(shape, seed=seed) for k in range(steps)]
-        chunk = self._chunk_frames(max_chunk_seconds)
+        chunk = chunking.chunk_frames(self, max_chunk_seconds)
         if chunk is None or frames <= chunk:
-            audio = self._sample_steps(latents, draws)
+            audio = sampler.sample_steps(self, latents, draws)
         else:
-            audio = self._decode_chunked(latents, draws, chunk)
+            audio = chunking.decode_chunked(self, latents, draws, chunk)
         validation.check_finite_output(audio, "decoded audio", "the latents are far outside the range encode gives")
         return validation.restore_channels(audio, channels)
-
-    def _sample_steps(self, latents, draws):
-        """Sampler over `draws` (one per step): 1 step fused, more steps through one compiled step."""
-        steps = len(draws)
-        sigmas = sampling_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)
-        if steps == 1:
-            return self._function(("decode", 1), lambda z, n: self.sample(z, [n]))(latents, draws[0])
-        pyramid = self._function("latent_pyramid", self._latent_pyramid)(latents)
-        step = self._function("sampler_step", self._sampler_step)
-        x = None
-        for k, draw in enumerate(draws):
-            renoise = sigmas[0] if k == 0 else float(np.sqrt(sigmas[k] ** 2 - self.sigma_min**2))
-            x = step(x if x is not None else ops.zeros_like(draw), draw, *(
-                ops.convert_to_tensor(np.float32(v)) for v in (renoise, sigmas[k])), pyramid)
-        return self._function("to_waveform", self.frontend.to_waveform)(x)
-
-    def _latent_pyramid(self, latents):
-        return self.decoder.latent_pyramid(ops.cast(latents / self.scale_factor, self.compute_dtype))
-
-    def _sampler_step(self, x, draw, renoise, sigma, pyramid):
-        """`denoise(x + renoise * draw)` at noise level `sigma` (scalars as tensors: one trace)."""
-        return self.decoder.denoise(x + renoise * draw, sigma, pyramid)
 
     def sample(self, latents, draws):
         """Consistency sampling traced as one graph (what `decode` runs for 1 step; exports trace it).
 
-        Denoises from `sigma_max`, re-noising to each next level of `sampling_sigmas(len(draws))`.
         Args: `latents` `(batch, frames, latent_channels)` (scaled); `draws`: a list of
             standard-normal `(batch, time_downsampling * frames, 2 * hop_size, data_channels)`.
         Returns: `(batch, decoded_length(frames))` audio.
         """
-        sigmas = sampling_sigmas(len(draws), self.sigma_min, self.sigma_max, self.rho)
-        pyramid = self._latent_pyramid(latents)
-        x = draws[0] * sigmas[0]
-        for k in range(len(draws)):
-            if k > 0:
-                x = x + np.sqrt(sigmas[k] ** 2 - self.sigma_min**2) * draws[k]
-            batch_sigma = ops.full((ops.shape(x)[0],), sigmas[k])
-            x = self.decoder.denoise(x, batch_sigma, pyramid)
-        return self.frontend.to_waveform(x)
-
-    def _decode_chunked(self, latents, draws, chunk):
-        """Decode `chunk`-frame windows overlapping by a quarter; crossfade them linearly.
-
-        Inside an overlap, each window's first and last `n_fft - hop` samples (inexact inverse
-        STFT) get zero weight; linear ramps summing to one cover the rest of the overlap.
-        """
-        frames = int(latents.shape[1])
-        unit, edge = self.samples_per_latent, self.frontend.n_fft - self.hop_size
-        td, step = self.time_downsampling, chunk - max(1, chunk // 4)
-        starts = list(range(0, frames - chunk, step)) + [frames - chunk]
-        span = self.decoded_length(chunk)
-        out = np.zeros((int(latents.shape[0]), self.decoded_length(frames)), np.float32)
-        total_weight = np.zeros(out.shape[-1], np.float32)
-        t = np.arange(span, dtype=np.float32)
-        for i, first in enumerate(starts):
-            window = [d[:, first * td : (first + chunk) * td] for d in draws]
-            piece = ops.convert_to_numpy(self._sample_steps(latents[:, first : first + chunk], window))
-            weight = np.ones(span, np.float32)
-            if i > 0:  # fade in over the exact part of the overlap with the previous window
-                ramp = (chunk - first + starts[i - 1]) * unit - edge
-                weight = np.minimum(weight, np.clip((t - edge) / ramp, 0.0, 1.0))
-            if i < len(starts) - 1:
-                ramp = (chunk - starts[i + 1] + first) * unit - edge
-                weight = np.minimum(weight, np.clip((span - edge - t) / ramp, 0.0, 1.0))
-            offset = first * unit
-            out[:, offset : offset + span] += piece * weight
-            total_weight[offset : offset + span] += weight
-        return ops.convert_to_tensor(out / np.maximum(total_weight, 1e-12))
+        return sampler.sample(self, latents, draws)
 
     def autoencode(self, audio, steps=1, seed=None, noise=None, max_chunk_seconds=MAX_CHUNK_SECONDS):
         """Encode and decode, returning exactly the input's samples.
@@ -615,28 +433,43 @@ class LinCAE(keras.Model):
                 config alone (works offline for every built-in name).
             **overrides: config fields to override (e.g. `dtype`, `scale_factor`).
         """
-        from keras_lincae.preset_io import load_preset
-
-        return load_preset(cls, preset, load_weights=load_weights, **overrides)
+        return preset_io.load_preset(cls, preset, load_weights=load_weights, **overrides)
 
     def save_to_preset(self, preset_dir, overwrite=False, **metadata):
         """Write this model as a preset directory (atomically). `overwrite=True` replaces an
         existing preset's own files; a non-empty folder that is not a preset is refused. Extra
         metadata is stored as given."""
-        from keras_lincae.preset_io import save_preset
-
         if not self.built:
             self.build()
-        return save_preset(self, preset_dir, overwrite=overwrite, **metadata)
+        return preset_io.save_preset(self, preset_dir, overwrite=overwrite, **metadata)
 
     # ---------------------------------------------------------------- config
+    @classmethod
+    def default_config(cls):
+        """`{argument: default}` of every constructor argument (architecture, then training)."""
+        return dict(ARCHITECTURE_DEFAULTS, **TRAINING_DEFAULTS)
+
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable}
-        config.update(self._config)
-        return config
+        """Every constructor argument under its own name, plus `name` and `trainable`."""
+        return {"name": self.name, "trainable": self.trainable, **self._config}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config.pop("dtype", None) if config.get("dtype") is None else None
+        if config.get("dtype", "") is None:
+            config.pop("dtype")
         return cls(**config)
+
+
+def _arguments_of(layer_class, config, **renamed):
+    """The constructor arguments of `layer_class` taken from `config` by name, then `renamed`."""
+    names = list(inspect.signature(layer_class.__init__).parameters)[1:-1]
+    return {name: renamed[name] if name in renamed else config[name] for name in names}
+
+
+_PARAMETERS = list(inspect.signature(LinCAE.__init__).parameters.values())[1:-1]
+_FIRST_TRAINING_ARGUMENT = "mode"
+_SPLIT = [p.name for p in _PARAMETERS].index(_FIRST_TRAINING_ARGUMENT)
+# The constructor defaults, architecture then training: the one home of every default.
+ARCHITECTURE_DEFAULTS = {p.name: p.default for p in _PARAMETERS[:_SPLIT]}
+TRAINING_DEFAULTS = {p.name: p.default for p in _PARAMETERS[_SPLIT:]}

@@ -1,5 +1,9 @@
-"""Phase-blind spectral loss of the one-step warm start (`objective="one_step_spectral"`)."""
+"""The training losses: pseudo-Huber (the official consistency objective) and the phase-blind
+multi-resolution spectral loss of the one-step warm start (`objective="one_step_spectral"`)."""
 
+import math
+
+import numpy as np
 from keras import ops
 
 # (n_fft, hop) pairs: n_fft = 4 * hop, so frames are stacked hop-sized blocks (no gather).
@@ -41,3 +45,20 @@ def multi_resolution_spectral_loss(prediction, target, log_weight=1.0, resolutio
         log_distance = ops.mean(ops.abs(ops.log(x) - ops.log(y)))
         total = total + convergence + log_weight * log_distance
     return total / len(resolutions)
+
+
+def pseudo_huber_loss(target, prediction, weights, c):
+    """Official consistency loss: weighted batch mean of a pseudo-Huber on whole examples.
+
+    Per example `i` with `D` elements: `d_i = sum((target_i - prediction_i)^2)`,
+    `c' = c * sqrt(D)`, `l_i = sqrt(d_i + c'^2) - c'` (NaN -> 0), times `weights[i]`.
+    `target`, `prediction`: `(batch, ...)`; `weights`: `(batch,)`. Returns a scalar.
+    """
+    target = ops.convert_to_tensor(target)
+    prediction = ops.convert_to_tensor(prediction)
+    if tuple(target.shape[1:]) != tuple(prediction.shape[1:]):
+        raise ValueError(f"Shape mismatch: {target.shape} vs {prediction.shape}.")
+    scaled_c = c * math.sqrt(int(np.prod(target.shape[1:])))
+    squared = ops.sum(ops.square(target - prediction), axis=tuple(range(1, len(target.shape))))
+    loss = ops.nan_to_num(ops.sqrt(squared + scaled_c**2) - scaled_c)
+    return ops.mean(loss * ops.reshape(ops.cast(weights, loss.dtype), (-1,)))

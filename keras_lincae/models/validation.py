@@ -74,6 +74,8 @@ def restore_channels(tensor, channels):
     return ops.reshape(tensor, (shape[0] // channels, channels) + shape[1:])
 
 
+TRAINING_MODES = ("lin_cae", "lin_cae_2", "m2l")
+OBJECTIVES = ("consistency", "one_step_spectral")
 MAX_DECODE_STEPS = 100  # the official sampler stops gaining long before; bounds time per call
 MAX_SEED = 2**32 - 1
 
@@ -125,12 +127,12 @@ def check_architecture(config):
         raise ValueError(f"scale_factor must be positive and finite, got {config['scale_factor']}")
 
 
-def check_training(config, modes, objectives):
+def check_training(config):
     """Raise ValueError for inconsistent training fields."""
-    if config["mode"] not in modes:
-        raise ValueError(f"mode must be one of {list(modes)}, got {config['mode']!r}")
-    if config["objective"] not in objectives:
-        raise ValueError(f"objective must be one of {list(objectives)}, got {config['objective']!r}")
+    if config["mode"] not in TRAINING_MODES:
+        raise ValueError(f"mode must be one of {list(TRAINING_MODES)}, got {config['mode']!r}")
+    if config["objective"] not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {config['objective']!r}")
     if not 0 <= config["gain_min"] <= config["gain_max"]:
         raise ValueError(f"gain range must satisfy 0 <= gain_min <= gain_max, got [{config['gain_min']}, {config['gain_max']}]")
     if not 0 <= config["mix_weight_min"] <= config["mix_weight_max"] <= 1:

@@ -1,0 +1,54 @@
+"""Exponential moving average of the weights (official rule: warm-up, one update every N steps)."""
+
+from keras import ops
+
+
+def ema_decay(num_updates, momentum=0.9999, warmup=True):
+    """EMA decay of the ``num_updates``-th update (1-based; scalar, may be a tensor).
+
+    ``min(momentum, (1 + n) / (10 + n))`` with warm-up, else ``momentum``.
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"`momentum` must be in [0, 1], got {momentum}.")
+    if not warmup:
+        return ops.convert_to_tensor(float(momentum), "float32")
+    n = ops.cast(num_updates, "float32")
+    return ops.minimum(float(momentum), (1.0 + n) / (10.0 + n))
+
+
+def ema_update(shadow_variables, variables, step, momentum=0.9999, every=1, warmup=True):
+    """One EMA step on ``shadow_variables`` towards ``variables`` (official rule).
+
+    Call after each optimizer update with ``step`` = number of optimizer updates
+    done so far (``optimizer.iterations`` after ``apply``).  The shadows move
+    only when ``step > 0`` and ``step % every == 0``; that update is the
+    ``n = step // every``-th one and uses ``d = ema_decay(n)``:
+    ``shadow <- d * shadow + (1 - d) * w``.  Otherwise ``d = 1`` (no change),
+    so the function is traceable with a tensor ``step``.  Initialise the
+    shadows as copies of the initial weights.
+
+    Args:
+        shadow_variables: list of ``keras.Variable``.
+        variables: list of tensors/variables with matching shapes.
+        step: scalar int (python or tensor).
+        every: update period (``ema_update_every``, 10 in lin_cae).
+
+    Returns:
+        the decay that was used (scalar tensor; 1 when nothing changed).
+    """
+    shadow_variables = list(shadow_variables)
+    variables = list(variables)
+    if len(shadow_variables) != len(variables):
+        raise ValueError(
+            f"Got {len(shadow_variables)} shadow variables for {len(variables)} variables."
+        )
+    if every < 1:
+        raise ValueError(f"`every` must be >= 1, got {every}.")
+    step = ops.cast(step, "int32")
+    n = ops.floor_divide(step, every)
+    active = ops.logical_and(step > 0, ops.equal(ops.mod(step, every), 0))
+    decay = ops.where(active, ema_decay(n, momentum, warmup), 1.0)
+    for shadow, w in zip(shadow_variables, variables):
+        d = ops.cast(decay, shadow.dtype)
+        shadow.assign(d * shadow + (1.0 - d) * ops.cast(w, shadow.dtype))
+    return decay
