@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import pytest
+import yaml
 from keras_lincae.testing.helpers import to_numpy
 from eval_helpers import load_recipe
 
@@ -101,6 +102,13 @@ def test_best_preset_loads_with_the_chosen_latent_size(search):
     for a, b in zip(model.weights, trial_model.weights):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
     assert int(to_numpy(model.training_step)) == 2
+    # The trial trained through the training recipe's Trainer: its run folder is the trial folder.
+    with open(os.path.join(os.path.dirname(best["preset"]), "config.yaml")) as f:
+        run = yaml.safe_load(f)
+    assert (run["steps"], run["batch_size"], run["clip_frames"], run["seed"]) == (2, 2, 8, 0)
+    assert (run["learning_rate"], run["lr_decay"], run["warmup_steps"]) == (1e-3, "cosine", 0)
+    assert run["model"] == {"bottleneck_channels": chosen}
+    assert metadata["training_config"] == run
 
 
 def test_rerun_resumes_without_redoing_trials(search):

@@ -6,6 +6,7 @@ import numpy as np
 from keras_lincae import LinCAE
 from keras_lincae.backend_dispatch import fit_input
 from keras_lincae.data import audio_batches, audio_dataset, clip_samples_for_frames
+from keras_lincae.data.synth import ensure_default_dataset
 from keras_lincae.models.lincae import ARCHITECTURE_DEFAULTS
 from keras_lincae.training.optimizers import RAdam
 
@@ -66,8 +67,6 @@ def data_sources(data):
     """The folders of `data` (a folder, a list, or None: the embedded synthetic train split)."""
     if data:
         return [data] if isinstance(data, str) else list(data)
-    from keras_lincae.data.synth import ensure_default_dataset
-
     return [str(ensure_default_dataset() / "train")]
 
 

@@ -20,6 +20,8 @@ import os
 import re
 from typing import Any
 
+import yaml
+
 from keras_lincae.backend_dispatch import tensorflow_available
 from keras_lincae.models.lincae import ARCHITECTURE_DEFAULTS, TRAINING_DEFAULTS
 from keras_lincae.models.validation import MAX_SEED
@@ -137,8 +139,6 @@ DEFAULTS = TrainConfig().to_dict()
 def _yaml_loader():
     """PyYAML's safe loader that also reads `3e-4` and `1e5` as floats (YAML 1.2; PyYAML
     follows YAML 1.1, where a float needs a dot, and returns the string '3e-4')."""
-    import yaml
-
     class Loader(yaml.SafeLoader):
         pass
 
@@ -149,14 +149,16 @@ def _yaml_loader():
 
 
 def _load_yaml(text):
-    import yaml
-
     return yaml.load(text, Loader=_yaml_loader())
 
 
 def _read_yaml(source):
     """The mapping in `source` (a path or a packaged `Traversable`)."""
-    text = source.read_text() if hasattr(source, "read_text") else open(source).read()
+    if isinstance(source, str):
+        with open(source) as f:
+            text = f.read()
+    else:
+        text = source.read_text()
     data = _load_yaml(text) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a config must be a mapping")
@@ -165,8 +167,6 @@ def _read_yaml(source):
 
 def write_yaml(path, data):
     """Write `data` to `path` atomically."""
-    import yaml
-
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         yaml.safe_dump(data, f, sort_keys=False)
@@ -223,8 +223,6 @@ def load_config(name):
 # -------------------------------------------------------------------------------- overrides
 def parse_override(text):
     """`key=value` (YAML value, `3e-4` a float; dotted keys reach into `model`) -> `(keys, value)`."""
-    import yaml
-
     if "=" not in text:
         raise ValueError(f"--set expects key=value, got {text!r}")
     key, value = text.split("=", 1)

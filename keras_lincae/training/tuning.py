@@ -70,6 +70,7 @@ from typing import Sequence
 import numpy as np
 
 from keras_lincae.data import SILENCE_RMS_DB, load_clips, rms_db
+from keras_lincae.evaluation import ModelFunctions
 from keras_lincae.evaluation import linearity as L
 
 __all__ = [
@@ -327,8 +328,6 @@ def linearity_metrics(model, u, v, gains=L.DEFAULT_GAINS, seed=0, batch_size=8):
         ``10 ** (-SNR / 20)``), ``dec_hom_snr_db``, ``enc_hom`` (relative L2),
         ``add_si_sdr_db`` (SI-SDR of ``D(E(u) + E(v))`` vs ``u + v``); all floats.
     """
-    from keras_lincae.evaluation import ModelFunctions
-
     fns = ModelFunctions(model, steps=1, seed=seed, batch_size=batch_size)
     n = u.shape[-1]
     enc_add = L.encoder_additivity(fns.encode, u, v)
