@@ -108,7 +108,8 @@ def test_best_preset_loads_with_the_chosen_latent_size(search):
     assert (run["steps"], run["batch_size"], run["clip_frames"], run["seed"]) == (2, 2, 8, 0)
     assert (run["learning_rate"], run["lr_decay"], run["warmup_steps"]) == (1e-3, "cosine", 0)
     assert run["model"] == {"bottleneck_channels": chosen}
-    assert metadata["training_config"] == run
+    with open(os.path.join(best["preset"], "metadata.json")) as f:
+        assert json.load(f)["training_config"] == run
 
 
 def test_rerun_resumes_without_redoing_trials(search):
