@@ -46,7 +46,7 @@ def test_an_installed_wheel_resolves_configs_by_name(tmp_path):
     assert found["package"].startswith(str(site)) and found["configs"].startswith(str(site))
     assert {"tiny", "base", "small_warm_sc", "m2l_small_warm_sc"} <= set(found["names"])
     assert found["tiny"] == ["lin_cae_tiny", 300, 42]
-    assert found["sc"] == ["lin_cae_small", "m2l"]
+    assert found["sc"] == ["m2l_small", "m2l"]
 
 
 def test_train_config_is_one_frozen_validated_object(tmp_path):
