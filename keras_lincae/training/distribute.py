@@ -25,6 +25,7 @@ import re
 
 import keras
 import numpy as np
+from keras import ops
 
 KINDS = ("none", "data_parallel", "model_parallel", "mirrored", "tpu", "ddp")
 _BACKEND_OF_KIND = {
@@ -326,7 +327,6 @@ def fold_replica_into_seed(seed_generator, replica_id_fn):
     differs between replicas.
     """
     original = seed_generator.next
-    from keras import ops
 
     def next(ordered=True):  # noqa: A001 - the SeedGenerator method name
         seed = original(ordered=ordered)
