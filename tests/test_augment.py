@@ -1,12 +1,10 @@
 """Tests for keras_lincae.models.augment against the official Lin-CAE formulas.
 
-References: ``linear_cae.components.diffusion`` (installed official package) is
-used directly; the pieces of the official trainer that the package does not
-ship (``linearly_combine``, ``GainScaler``, ``huber``) are re-derived here from
-the official ``train.py`` formulas with torch/numpy.
+The pieces of the official trainer that the package does not ship (``linearly_combine``,
+``GainScaler``, ``cap_gain``) are re-derived here from the official ``train.py`` formulas with
+torch/numpy. The model's use of them (which batch halves get which gains and latents) is
+tested through ``compute_loss`` in test_training.py.
 """
-
-import math
 
 import keras
 import numpy as np

@@ -1,9 +1,13 @@
+import inspect
+import re
+
 import keras
 import numpy as np
 import pytest
 from keras_lincae.testing.helpers import music_like, randomize_weights, to_numpy
 
 from keras_lincae import LinCAE
+from keras_lincae.models.lincae import ARCHITECTURE_DEFAULTS, TRAINING_DEFAULTS
 
 N = 12_000  # 20 frames -> 3 latent frames with the default hop 512
 
@@ -105,6 +109,19 @@ def test_config_round_trip_gives_identical_outputs(tiny_model):
     audio = music_like(N)
     np.testing.assert_array_equal(to_numpy(clone.encode(audio)), to_numpy(tiny_model.encode(audio)))
     assert clone.get_config() == config
+
+
+def test_config_is_exactly_the_documented_constructor_arguments(tiny_model):
+    parameters = dict(list(inspect.signature(LinCAE.__init__).parameters.items())[1:-1])
+    assert set(tiny_model.get_config()) == set(parameters) | {"name", "trainable"}
+    assert dict(ARCHITECTURE_DEFAULTS, **TRAINING_DEFAULTS) == {k: p.default for k, p in parameters.items()}
+    assert list(TRAINING_DEFAULTS)[0] == "mode" and "scale_factor" in ARCHITECTURE_DEFAULTS
+    documented = dict(re.findall(r"^        (\w+): [^,]+, (.+?)\.(?:\s|$)", LinCAE.__doc__, flags=re.M))
+    for name, parameter in parameters.items():  # each argument in `Args:` with its default
+        value = list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+        assert documented.get(name) in (str(value), f'"{value}"'), name
+    with pytest.raises(ValueError, match=r"\['hop', 'no_such_field'\]"):
+        LinCAE(hop=512, no_such_field=1)
 
 
 def test_keras_file_round_trip(tiny_model, tmp_path):

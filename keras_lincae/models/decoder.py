@@ -43,7 +43,8 @@ class ConsistencyDecoder(keras.layers.Layer):
 
     Holds the latent-to-pyramid conditioning network (`self.pyramid`) and the
     U-Net; every constructor argument is the official `UNet` argument of the
-    same name (the encoder-side ones that shape the pyramid included).
+    same name (the encoder-side ones that shape the pyramid included), all required:
+    `LinCAE` passes its config (`hop` is its `hop_size`).
 
     Call arguments:
         noisy: `(batch, frames, 2 * hop, data_channels)`, `frames = 8 * latent_frames`

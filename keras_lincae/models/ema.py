@@ -1,6 +1,24 @@
 """Exponential moving average of the weights (official rule: warm-up, one update every N steps)."""
 
+import keras
+import numpy as np
 from keras import ops
+
+
+def add_shadow_weights(layer, sources):
+    """Non-trainable copies of the variables `sources` on `layer` (named `ema_<path>`)."""
+    shadows = [
+        layer.add_weight(
+            shape=w.shape,
+            initializer=keras.initializers.Constant(0.0),
+            trainable=False,
+            name="ema_" + w.path.replace("/", "_"),
+        )
+        for w in sources
+    ]
+    for shadow, w in zip(shadows, sources):
+        shadow.assign(np.array(ops.convert_to_numpy(w)))  # a copy: never share buffers
+    return shadows
 
 
 def ema_decay(num_updates, momentum=0.9999, warmup=True):

@@ -20,11 +20,11 @@ class LinCAEEncoder(keras.layers.Layer):
     """2-D residual stack over (time, freq), flatten frequency, 1-D bottleneck, tanh.
 
     Args:
-        layers_list: residual blocks per level (encoder uses one per level).
+        layers_list: residual blocks per level.
         attention_list: 1 where a level's blocks end with attention.
         multipliers_list: channel multiplier per level (times `base_channels`).
         base_channels: int.
-        data_channels: int, 2 (real and imaginary parts).
+        data_channels: int. Input channels (2: real and imaginary parts).
         bottleneck_base_channels: int. Width of the 1-D bottleneck.
         num_bottleneck_layers: int.
         bottleneck_channels: int. Latent channels.
@@ -32,7 +32,8 @@ class LinCAEEncoder(keras.layers.Layer):
         freq_downsample_list: 1 = frequency-only x4 downsampling, 0 = x2 on both axes.
         normalization, pre_normalize_downsampling_encoder, pre_normalize_2d_to_1d,
         frequency_scaling, dropout_rate, min_res_dropout, init_as_zero,
-        activation_bottleneck ("tanh" or "linear"), padding_mode: as the official generator.
+        activation_bottleneck ("tanh" or "linear"), padding_mode: as `LinCAE`'s arguments
+        of the same names (every argument is required: the model passes its config).
 
     Call arguments:
         x: `(batch, frames, 2 * hop, data_channels)`.

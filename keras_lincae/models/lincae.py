@@ -3,7 +3,6 @@
 import inspect
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_lincae import preset_io
@@ -13,7 +12,6 @@ from keras_lincae.models import chunking, ema, objective, sampler, validation
 from keras_lincae.models.decoder import ConsistencyDecoder
 from keras_lincae.models.encoder import LinCAEEncoder
 
-MAX_CHUNK_SECONDS = chunking.MAX_CHUNK_SECONDS
 _BASE_ARGUMENTS = ("name", "dtype", "trainable")
 
 
@@ -244,17 +242,7 @@ class LinCAE(keras.Model):
         )
         self.ema_weights = []
         if self.ema_momentum is not None:
-            self.ema_weights = [
-                self.add_weight(
-                    shape=w.shape,
-                    initializer=keras.initializers.Constant(0.0),
-                    trainable=False,
-                    name="ema_" + w.path.replace("/", "_"),
-                )
-                for w in self._ema_sources()
-            ]
-            for shadow, w in zip(self.ema_weights, self._ema_sources()):
-                shadow.assign(np.array(ops.convert_to_numpy(w)))  # a copy: never share buffers
+            self.ema_weights = ema.add_shadow_weights(self, self._ema_sources())
         self.built = True
 
     def call(self, audio, training=None):
@@ -314,13 +302,13 @@ class LinCAE(keras.Model):
             self._compiled[key] = compile_inference_function(self, fn)
         return self._compiled[key]
 
-    def encode(self, audio, max_chunk_seconds=MAX_CHUNK_SECONDS):
+    def encode(self, audio, max_chunk_seconds=chunking.MAX_CHUNK_SECONDS):
         """Audio -> latents multiplied by `scale_factor`.
 
         Args:
             audio: `(batch, samples)` or `(batch, channels, samples)` float audio at
                 `sample_rate`, at least `n_fft` samples (`4 * hop_size`).
-            max_chunk_seconds: float or None, `MAX_CHUNK_SECONDS`. Longer audio is
+            max_chunk_seconds: float or None, 20.0. Longer audio is
                 encoded in chunks of whole latent frames (as the official model
                 does), so memory stays flat in the length; None: one call.
         Returns:
@@ -340,7 +328,7 @@ class LinCAE(keras.Model):
         validation.check_finite_output(latents, "encode's latents", "scale the audio into [-1, 1]")
         return validation.restore_channels(latents, channels)
 
-    def decode(self, latents, steps=1, seed=None, noise=None, max_chunk_seconds=MAX_CHUNK_SECONDS):
+    def decode(self, latents, steps=1, seed=None, noise=None, max_chunk_seconds=chunking.MAX_CHUNK_SECONDS):
         """Latents (multiplied by `scale_factor`) -> audio.
 
         Args:
@@ -390,7 +378,7 @@ class LinCAE(keras.Model):
         """
         return sampler.sample(self, latents, draws)
 
-    def autoencode(self, audio, steps=1, seed=None, noise=None, max_chunk_seconds=MAX_CHUNK_SECONDS):
+    def autoencode(self, audio, steps=1, seed=None, noise=None, max_chunk_seconds=chunking.MAX_CHUNK_SECONDS):
         """Encode and decode, returning exactly the input's samples.
 
         The audio is padded with `n_fft - hop_size` zeros in front (so the first
