@@ -1,5 +1,6 @@
 """The one place that knows about backends: compiling inference functions, training inputs."""
 
+import contextlib
 import importlib.util
 import sys
 
@@ -65,3 +66,38 @@ def compiles_per_input_shape():
     loops then pad their last chunk to the full size so one compiled function serves every chunk
     (eager torch needs no padding)."""
     return keras.backend.backend() in ("jax", "tensorflow")
+
+
+@contextlib.contextmanager
+def persistent_compilation_cache(directory):
+    """On JAX, cache XLA compilations in `directory` for this process and yield the environment
+    variables that do the same in subprocesses; elsewhere (nothing to cache) yield `{}`."""
+    if keras.backend.backend() != "jax":
+        yield {}
+        return
+    import jax
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {name: getattr(jax.config, name) for name in names}
+    values = dict(zip(names, (directory, 0.0, 0)))
+    for name, value in values.items():
+        jax.config.update(name, value)
+    _reset_jax_compilation_cache()
+    try:
+        yield {name.upper(): str(value) for name, value in values.items()}
+    finally:
+        for name, value in old.items():
+            jax.config.update(name, value)
+        _reset_jax_compilation_cache()
+
+
+def _reset_jax_compilation_cache():
+    """JAX reads the cache settings once per process; make it read them again (best effort:
+    the reset lives in a private module, and the cache is only an optimisation)."""
+    try:
+        from jax._src import compilation_cache
+
+        compilation_cache.reset_cache()
+    except (ImportError, AttributeError):
+        pass
