@@ -17,6 +17,11 @@ holding the same (random, converted) weights:
    preset, warm up once (compiles: `jax.jit` / `tf.function`; eager `no_grad` on torch),
    then time `encode(audio)` and `decode(official_latents, noise=noise)`.
 
+On a GPU every model runs there (the official one is moved with `.to("cuda")`; Keras places
+tensors itself). `--batch B` encodes and decodes B different clips per call (decoded audio
+seconds per second is printed); `--official-dtype bfloat16` runs the official model under
+`torch.autocast(bfloat16)` (its outputs stay the reference); `--json` keeps every result.
+
 Every timing is the median of `--runs` runs after the warm-up; decode is fed the official
 latents so that its error is the decoder's alone. Each subprocess reports its peak resident
 set size (`resource.getrusage(RUSAGE_SELF).ru_maxrss`: model, compiled functions and
@@ -100,6 +105,21 @@ def usage():
     return {"peak_rss_gb": ru.ru_maxrss * 1024 / 1e9, "cpu_total_s": ru.ru_utime + ru.ru_stime}
 
 
+def accelerator(backend):
+    """'gpu' when `backend` (jax, tensorflow or torch) sees a GPU, else 'cpu'."""
+    if backend == "jax":
+        import jax
+
+        return "gpu" if jax.default_backend() == "gpu" else "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
 def generator_kwargs(config):
     from keras_lincae.testing import official_oracle
 
@@ -141,9 +161,9 @@ def worker_prepare(args):
     release = os.path.join(args.workdir, "release")
     official_oracle.write_release(model, release, generator)
     converted = convert_official_checkpoint(release, os.path.join(args.workdir, "preset"), scale_factor=SCALE_FACTOR)
-    audio = synthetic_music(args.seconds)
+    audio = np.concatenate([synthetic_music(args.seconds, seed=i) for i in range(args.batch)])
     frames = converted.latent_length(audio.shape[-1])
-    noise_shape = (1, frames * converted.time_downsampling, 2 * converted.hop_size, converted.data_channels)
+    noise_shape = (args.batch, frames * converted.time_downsampling, 2 * converted.hop_size, converted.data_channels)
     noise = np.random.default_rng(1).standard_normal(noise_shape).astype(np.float32)
     np.savez(os.path.join(args.workdir, "inputs.npz"), audio=audio, noise=noise)
     params = sum(p.numel() for p in model.parameters())
@@ -157,6 +177,8 @@ def worker_official(args):
     from linear_cae.inference import Autoencoder
 
     torch.set_num_threads(os.cpu_count())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.official_dtype == "bfloat16")
     release = os.path.join(args.workdir, "release")
     kwargs = {}
     for name in ("frontend", "generator", "diffusion"):
@@ -164,31 +186,31 @@ def worker_official(args):
             kwargs[name] = yaml.safe_load(f)
     model = Autoencoder(kwargs["frontend"], kwargs["generator"], kwargs["diffusion"], scale_factor=SCALE_FACTOR)
     model.load_state_dict(torch.load(os.path.join(release, "autoencoder_inference_model_last.pth"), map_location="cpu"))
-    model.eval()
+    model.to(device).eval()
     inputs = np.load(os.path.join(args.workdir, "inputs.npz"))
-    audio = torch.from_numpy(inputs["audio"])
+    audio = torch.from_numpy(inputs["audio"]).to(device)
     noise = inputs["noise"]
 
     def encode():
-        with torch.inference_mode():
-            return model.encode(audio).numpy().transpose(0, 2, 1)  # our layout (batch, frames, channels)
+        with torch.inference_mode(), autocast:
+            return model.encode(audio).float().cpu().numpy().transpose(0, 2, 1)  # our layout (batch, frames, channels)
 
     latents = encode()  # warm-up
-    z = torch.from_numpy(np.ascontiguousarray(latents.transpose(0, 2, 1)))
-    x = torch.from_numpy(np.ascontiguousarray(noise.transpose(0, 3, 2, 1)))
+    z = torch.from_numpy(np.ascontiguousarray(latents.transpose(0, 2, 1))).to(device)
+    x = torch.from_numpy(np.ascontiguousarray(noise.transpose(0, 3, 2, 1))).to(device)
 
     def decode():
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             sigma = model.generator.sigma_max
             out = model.generator.forward_generator(z / model.scale_factor, x * sigma, sigma)
-            return model.frontend.to_waveform(out).numpy()
+            return model.frontend.to_waveform(out.float()).cpu().numpy()
 
     decode()  # warm-up
     enc_wall, enc_cpu, latents = timed(encode, args.runs)
     dec_wall, dec_cpu, decoded = timed(decode, args.runs)
     np.savez(os.path.join(args.workdir, "official.npz"), latents=latents, decoded=decoded)
     result = {"encode_s": enc_wall, "decode_s": dec_wall, "encode_cpu_s": enc_cpu, "decode_cpu_s": dec_cpu,
-              "threads": torch.get_num_threads(), "encode_err": 0.0, "decode_err": 0.0}
+              "threads": torch.get_num_threads(), "device": accelerator("torch"), "encode_err": 0.0, "decode_err": 0.0}
     if "official" in args.profile.split(","):
         result["profile"] = torch_profile_top(decode) + "\n" + cprofile_top(decode)
     return result
@@ -227,7 +249,7 @@ def worker_keras(args):
     result = {"encode_s": enc_wall, "decode_s": dec_wall, "encode_cpu_s": enc_cpu, "decode_cpu_s": dec_cpu,
               "encode_warmup_s": encode_warm, "decode_warmup_s": decode_warm,
               "encode_err": rel_err(latents, official["latents"]), "decode_err": rel_err(decoded, official["decoded"]),
-              "compute_dtype": model.compute_dtype}
+              "compute_dtype": model.compute_dtype, "device": accelerator(backend)}
     if backend in args.profile.split(","):
         text = cprofile_top(decode)
         if backend == "torch":
@@ -263,6 +285,7 @@ def spawn(role, args, backend=None):
     env["KERAS_BACKEND"] = backend or "torch"
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", role, "--workdir", args.workdir,
            "--seconds", str(args.seconds), "--config", args.config, "--dtype", args.dtype,
+           "--official-dtype", args.official_dtype, "--batch", str(args.batch),
            "--runs", str(args.runs), "--profile", args.profile or ""]
     print(f"[{time.strftime('%H:%M:%S')}] {role}: load average {loadavg()}", flush=True)
     w0 = time.perf_counter()
@@ -286,24 +309,24 @@ def fmt(value, spec):
     return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
 
 
-def print_tables(results, official):
+def print_tables(results, official, audio_seconds):
     ref_enc, ref_dec = official.get("encode_s"), official.get("decode_s")
     ref_enc_cpu, ref_dec_cpu = official.get("encode_cpu_s"), official.get("decode_cpu_s")
-    header = ("backend", "encode s", "decode s", "enc speed-up", "dec speed-up", "peak RSS GB",
-              "enc max rel err", "dec max rel err")
+    header = ("backend", "encode s", "decode s", "enc speed-up", "dec speed-up", "decoded audio s/s",
+              "peak RSS GB", "enc max rel err", "dec max rel err")
     cpu_header = ("backend", "encode CPU s", "decode CPU s", "enc CPU speed-up", "dec CPU speed-up",
                   "process CPU s", "process wall s", "warm-up enc/dec s")
     rows, cpu_rows = [], []
     for name, r in results:
         if not r.get("ok"):
-            rows.append((name, f"FAILED: {r.get('error')}", "", "", "", fmt(r.get("peak_rss_gb"), ".2f"), "", ""))
+            rows.append((name, f"FAILED: {r.get('error')}", "", "", "", "", fmt(r.get("peak_rss_gb"), ".2f"), "", ""))
             cpu_rows.append((name, "FAILED", "", "", "", fmt(r.get("cpu_total_s"), ".1f"),
                              fmt(r.get("process_wall_s"), ".1f"), ""))
             continue
         ratio = lambda ref, x: (ref / x) if ref and x else None  # noqa: E731
         rows.append((name, fmt(r["encode_s"], ".2f"), fmt(r["decode_s"], ".2f"),
                      fmt(ratio(ref_enc, r["encode_s"]), ".2f") + "x", fmt(ratio(ref_dec, r["decode_s"]), ".2f") + "x",
-                     fmt(r["peak_rss_gb"], ".2f"), fmt(r["encode_err"], ".1e"), fmt(r["decode_err"], ".1e")))
+                     fmt(audio_seconds / r["decode_s"], ".2f"), fmt(r["peak_rss_gb"], ".2f"), fmt(r["encode_err"], ".1e"), fmt(r["decode_err"], ".1e")))
         warm = ("-" if "encode_warmup_s" not in r else f"{r['encode_warmup_s']:.1f}/{r['decode_warmup_s']:.1f}")
         cpu_rows.append((name, fmt(r["encode_cpu_s"], ".2f"), fmt(r["decode_cpu_s"], ".2f"),
                          fmt(ratio(ref_enc_cpu, r["encode_cpu_s"]), ".2f") + "x",
@@ -344,7 +367,11 @@ def main(argv=None):
                         help="full: the lin_cae architecture; reduced: a small test architecture")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="keras-lincae dtype (bfloat16: policy mixed_bfloat16); the official model stays float32")
+    parser.add_argument("--official-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="official model dtype (bfloat16: torch.autocast); its outputs are the reference")
+    parser.add_argument("--batch", type=int, default=1, help="clips per call (different synthetic music)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs after the warm-up (median)")
+    parser.add_argument("--json", help="also write every subprocess's results here")
     parser.add_argument("--profile", default="",
                         help="comma-separated backends (or 'official') whose decode is profiled once after timing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -357,8 +384,8 @@ def main(argv=None):
     unknown = set(backends) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
-    print(f"keras-lincae inference benchmark: config={args.config} seconds={args.seconds:g} dtype={args.dtype} "
-          f"runs={args.runs} backends={','.join(backends)}")
+    print(f"keras-lincae inference benchmark: config={args.config} seconds={args.seconds:g} batch={args.batch} "
+          f"dtype={args.dtype} official dtype={args.official_dtype} runs={args.runs} backends={','.join(backends)}")
     print(f"host: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print(f"WARNING: this machine may be shared with other jobs; wall times depend on its load. "
           f"load average (1/5/15 min) at start: {loadavg()}")
@@ -376,8 +403,11 @@ def main(argv=None):
         results = [("official", official)]
         for backend in backends:
             results.append((backend, spawn(backend, args, backend=backend)))
-    print_tables(results, official)
+    print_tables(results, official, args.batch * args.seconds)
     check_goals(results, official)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "load_end": loadavg(), "results": dict(results)}, f, indent=1)
     print(f"\nofficial torch threads: {official.get('threads')}; "
           f"load average at end: {loadavg()}; total {time.perf_counter() - start:.0f} s")
     for name, r in results:

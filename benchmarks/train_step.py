@@ -12,7 +12,7 @@ representation, mixture latents replaced by the combination of the sources' late
 both branches' audio and latents (teacher_student), shared noise, stop-gradient target,
 pseudo-Huber loss weighted by 1 / (sigma - sigma_step), torch RAdam, EMA update every 10 steps,
 learning rate set each step. It runs eagerly (as the official `compile_model: false`; pass
-`--official-compile` for torch.compile of the step).
+`--official-compile` for torch.compile of the step), on the GPU when torch sees one.
 
 Each side runs in its own subprocess, one after the other: a few warm-up steps (compilation),
 then `--repeats` timed blocks of `--steps` steps; the median block gives steps/s.
@@ -90,6 +90,9 @@ def official_worker(warmup, steps, repeats, compile_step=False):
     from linear_cae.components.generator import UNet
 
     torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.set_default_device(device)  # the step's torch.rand / torch.ones calls
     hop = ARCH["hop_size"]
     frontend = ScaledComplexSTFT(hop_size=hop, n_fft_factor=4, alpha_rescale=0.65, beta_rescale=0.34, sample_rate=44100)
     generator = UNet(
@@ -165,12 +168,14 @@ def official_worker(warmup, steps, repeats, compile_step=False):
             ema.update()
         return loss
 
-    x = torch.from_numpy(audio_batches(BATCH * steps))
+    x = torch.from_numpy(audio_batches(BATCH * steps)).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     it = 0
     t0 = time.perf_counter()
     for i in range(warmup):
         training_step(x[(i % steps) * BATCH:(i % steps + 1) * BATCH], it)
         it += 1
+    sync()
     first = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
@@ -178,6 +183,7 @@ def official_worker(warmup, steps, repeats, compile_step=False):
         for i in range(steps):
             training_step(x[i * BATCH:(i + 1) * BATCH], it)
             it += 1
+        sync()
         times.append((time.perf_counter() - t0) / steps)
     return dict(params=int(sum(p.numel() for p in generator.parameters())), warmup_s=first, step_s=times)
 
