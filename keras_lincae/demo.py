@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import re
 import struct
 import zlib
@@ -31,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 
+from keras_lincae.data.audio_io import SAMPLE_RATE
 from keras_lincae.data.songs import clip_batches
 from keras_lincae.evaluation.checks import decode_to
 from keras_lincae.evaluation.registry import gain_name
@@ -77,7 +77,7 @@ def encode_png(rgb) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def spectrogram_image(audio, sample_rate=44100, width=SPEC_WIDTH, height=SPEC_HEIGHT,
+def spectrogram_image(audio, sample_rate=SAMPLE_RATE, width=SPEC_WIDTH, height=SPEC_HEIGHT,
                       n_fft=1024, hop=256, fmin=40.0, top_db=SPEC_TOP_DB, range_db=SPEC_RANGE_DB):
     """A log-frequency power spectrogram of mono ``audio`` as an RGB uint8 image.
 
@@ -434,11 +434,3 @@ def page_summary(index_path):
     media = list(folder.glob("*")) if folder.is_dir() else []
     return {"html_bytes": index_path.stat().st_size, "media_files": len(media),
             "media_bytes": sum(p.stat().st_size for p in media)}
-
-
-def dump_status(dom_text):
-    """Parse the ``load-status`` JSON out of a dumped DOM (as ``chromium --dump-dom`` prints it)."""
-    m = re.search(r'<pre id="load-status"[^>]*>(.*?)</pre>', dom_text, re.S)
-    if not m or not m.group(1).strip():
-        return None
-    return json.loads(html.unescape(m.group(1)))

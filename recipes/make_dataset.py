@@ -3,7 +3,7 @@
     python recipes/make_dataset.py [--root DIR] [--partial]
 
 Needs the Debian packages fluidsynth, fluid-soundfont-gm, drascula-music and
-planetblupi-music-ogg (see keras_lincae/music_dataset/ (package)); prints the train/test folders, and
+planetblupi-music-ogg (see keras_lincae/data/music_dataset.py); prints the train/test folders, and
 progress lines on stderr. Errors are one line `make_dataset.py: error: ...` with exit status 2.
 """
 

@@ -5,8 +5,10 @@ Needs the Debian ``chromium`` package (``apt-get install -y --no-install-recomme
 """
 
 import functools
+import html
 import html.parser
 import http.server
+import json
 import os
 import re
 import shutil
@@ -64,6 +66,14 @@ class _Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
+
+
+def _dump_status(dom_text):
+    """The ``load-status`` JSON of a dumped DOM (as ``chromium --dump-dom`` prints it), or None."""
+    m = re.search(r'<pre id="load-status"[^>]*>(.*?)</pre>', dom_text, re.S)
+    if not m or not m.group(1).strip():
+        return None
+    return json.loads(html.unescape(m.group(1)))
 
 
 def _open_in_chromium(url, tmp_path, screenshot=None):
@@ -161,7 +171,7 @@ def test_demo_page_loads_in_headless_chromium(built_page, tmp_path):
     with _Server(index.parent) as server:
         dom = _open_in_chromium(server.base + "index.html", tmp_path)
         requests = list(server.requests)
-    status = D.dump_status(dom)
+    status = _dump_status(dom)
     _check_loaded(status, n_players, n_players, base=server.base, duration_tolerance=0.1)
     assert "[loaded]" in dom and f"{n_players}/{n_players} players" in dom
     # The server saw only successful requests for the page and its media.
@@ -182,7 +192,7 @@ def test_embedded_page_is_one_file(built_page, tmp_path):
     assert all(url.startswith("data:") for _, _, url in parser.urls)
     assert all(url.startswith("data:audio/wav;base64,") for tag, _, url in parser.urls if tag == "audio")
     dom = _open_in_chromium(index.as_uri(), tmp_path)
-    _check_loaded(D.dump_status(dom), 12, 12)
+    _check_loaded(_dump_status(dom), 12, 12)
 
 
 def test_png_encoder_round_trip():

@@ -6,6 +6,7 @@ Modules: ``audio_io`` (decoding, resampling, readers), ``clips`` (random crops o
 """
 
 from keras_lincae.data.audio_io import AUDIO_EXTENSIONS
+from keras_lincae.data.audio_io import SAMPLE_RATE
 from keras_lincae.data.audio_io import SILENCE_RMS_DB
 from keras_lincae.data.audio_io import AudioDecodeError
 from keras_lincae.data.audio_io import list_audio_files
@@ -28,6 +29,7 @@ from keras_lincae.data.songs import load_song_clip
 __all__ = [
     "AUDIO_EXTENSIONS",
     "MUSDB_STEMS",
+    "SAMPLE_RATE",
     "SILENCE_RMS_DB",
     "AudioDecodeError",
     "AudioDecodeWarning",

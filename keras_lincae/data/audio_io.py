@@ -16,6 +16,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+SAMPLE_RATE = 44100  # the rate audio is read at unless told otherwise (the models' rate)
 SILENCE_RMS_DB = -60.0  # audio whose RMS is at or below this level (dBFS) counts as silent
 
 
@@ -88,7 +89,7 @@ def check_finite(data, path):
         raise AudioDecodeError(f"audio file {path} contains non-finite samples (NaN or inf)")
 
 
-def load_audio(path, sample_rate=44100, mono=False):
+def load_audio(path, sample_rate=SAMPLE_RATE, mono=False):
     """Decode a whole audio file to a float32 array of shape ``(channels, samples)``.
 
     Resampled to ``sample_rate`` (``None`` keeps the file's rate); ``mono=True`` averages the

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from keras_lincae.data.audio_io import load_audio
+from keras_lincae.data.audio_io import SAMPLE_RATE, load_audio
 from keras_lincae.data.fluidsynth import fluidsynth_available
 from keras_lincae.data.synth import make_synthetic_dataset
 from keras_lincae.fs import cache_root
@@ -71,7 +71,7 @@ def _link_tracks(folder, tracks):
             os.replace(tmp, link)
 
 
-def _write_recorded_mixes(folder, tracks, seconds, sample_rate=44100, offset_seconds=20.0):
+def _write_recorded_mixes(folder, tracks, seconds, sample_rate=SAMPLE_RATE, offset_seconds=20.0):
     """Pair held-out track i with track i+1 into ``folder/mix_XXX/{mixture,lead,backing}.wav``."""
     n = int(round(seconds * sample_rate))
     segments = []

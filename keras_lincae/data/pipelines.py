@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from keras_lincae.data.audio_io import SILENCE_RMS_DB
+from keras_lincae.data.audio_io import SAMPLE_RATE, SILENCE_RMS_DB
 from keras_lincae.data.clips import make_clip_sources
 
 
@@ -39,7 +39,7 @@ def _derive_seed(seed, *keys):
     return int(np.random.SeedSequence([int(seed), *keys]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def audio_dataset(sources, clip_samples, batch_size, seed=0, weights=None, sample_rate=44100,
+def audio_dataset(sources, clip_samples, batch_size, seed=0, weights=None, sample_rate=SAMPLE_RATE,
                   silence_rms_db=SILENCE_RMS_DB, reader="soundfile", shuffle_buffer=256,
                   repeat=True, num_parallel_calls=None, crops_per_file=1, musdb_stems=False,
                   shuffle=True, drop_remainder=True, prefetch=True):
@@ -237,7 +237,7 @@ def _prefetched(iterator, size):
         stop.set()
 
 
-def audio_batches(sources, clip_samples, batch_size, seed=0, weights=None, sample_rate=44100,
+def audio_batches(sources, clip_samples, batch_size, seed=0, weights=None, sample_rate=SAMPLE_RATE,
                   silence_rms_db=SILENCE_RMS_DB, reader="soundfile", shuffle_buffer=256,
                   repeat=True, num_workers=4, crops_per_file=1, musdb_stems=False, shuffle=True,
                   drop_remainder=True, prefetch=8, skip=0):

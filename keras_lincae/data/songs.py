@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from keras_lincae.data.audio_io import SILENCE_RMS_DB, is_audio_name, list_audio_files, resample
-from keras_lincae.data.audio_io import rms_db
+from keras_lincae.data.audio_io import SAMPLE_RATE, SILENCE_RMS_DB, is_audio_name, list_audio_files
+from keras_lincae.data.audio_io import resample, rms_db
 
 MUSDB_STEMS = ("vocals", "bass", "drums", "other")
+CLIP_SECONDS = 10.0  # the length of an evaluation clip
 
 
 class SongSkipped(ValueError):
@@ -38,7 +39,7 @@ class Clip:
     accompaniment: np.ndarray
     stems: dict = field(default_factory=dict)
     start_seconds: float = 0.0
-    sample_rate: int = 44100
+    sample_rate: int = SAMPLE_RATE
 
     @property
     def num_samples(self):
@@ -99,15 +100,16 @@ def _choose_start(target, clip, rate, start):
     return int(starts[int(np.argmax(window))])
 
 
-def load_song_clip(song_dir, target="vocals", sample_rate=44100, clip_seconds=10.0,
-                   clip_start="auto", min_samples=1) -> Clip:
+def load_song_clip(song_dir, target="vocals", sample_rate=SAMPLE_RATE,
+                   clip_seconds=CLIP_SECONDS, clip_start="auto", min_samples=1) -> Clip:
     """Load one mono clip of a song folder.
 
     Args:
         song_dir: folder holding ``mixture.*`` and one file per stem (any names).
         target: str, "vocals". The stem to separate; the accompaniment is the sum of the others.
-        sample_rate: int, 44100. Clips are resampled to this rate (the model's).
-        clip_seconds: float, 10. Clip length (the whole song if shorter); None: the whole song.
+        sample_rate: int, ``SAMPLE_RATE`` (44100). Clips are resampled to this rate (the model's).
+        clip_seconds: float, ``CLIP_SECONDS`` (10). Clip length (the whole song if shorter);
+            None: the whole song.
         clip_start: "auto" (the window where the target is loudest, on a 1 s grid) or seconds.
         min_samples: int, 1. Shorter clips are skipped.
 
@@ -175,8 +177,8 @@ def load_song_clip(song_dir, target="vocals", sample_rate=44100, clip_seconds=10
     )
 
 
-def load_clips(folder, target="vocals", sample_rate=44100, clip_seconds=10.0, max_songs=None,
-               clip_start="auto", min_samples=1):
+def load_clips(folder, target="vocals", sample_rate=SAMPLE_RATE, clip_seconds=CLIP_SECONDS,
+               max_songs=None, clip_start="auto", min_samples=1):
     """One clip per song of ``folder`` (see ``load_song_clip`` for the arguments).
 
     Returns:

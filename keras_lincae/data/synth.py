@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from keras_lincae.data.audio_io import SAMPLE_RATE
 from keras_lincae.data.fluidsynth import SOUNDFONT_PATHS, fluidsynth_available, render_fluidsynth
 from keras_lincae.fs import cache_root, give_usual_mode
 
@@ -299,7 +300,7 @@ def _resolve_renderer(renderer, soundfont=None):
     return renderer, tools
 
 
-def generate_song(seed, seconds=6.0, sample_rate=44100, renderer="numpy", soundfont=None):
+def generate_song(seed, seconds=6.0, sample_rate=SAMPLE_RATE, renderer="numpy", soundfont=None):
     """Synthesise one song; returns ``(stems, info)``.
 
     ``stems`` maps each of ``STEMS`` and ``"mixture"`` to a float32 array of
@@ -365,7 +366,7 @@ def _matches(manifest, params, renderer):
     return renderer == "auto" or manifest.get("renderer") == renderer
 
 
-def make_synthetic_dataset(root, num_songs=8, seconds=6.0, seed=0, sample_rate=44100,
+def make_synthetic_dataset(root, num_songs=8, seconds=6.0, seed=0, sample_rate=SAMPLE_RATE,
                            num_test_songs=None, renderer="auto", soundfont=None, progress=None):
     """Write a MUSDB18-HQ-style synthetic dataset under ``root`` and return ``root`` (a Path).
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_lincae.data import songs
 from keras_lincae.data.songs import clip_batches
-from keras_lincae.data.audio_io import SILENCE_RMS_DB, rms_db
+from keras_lincae.data.audio_io import SAMPLE_RATE, SILENCE_RMS_DB, rms_db
 from keras_lincae.evaluation import linearity as L
 from keras_lincae.evaluation import metrics as M
 from keras_lincae.evaluation.checks import decode_to
@@ -41,8 +41,8 @@ from keras_lincae.models.lincae import LinCAE
 MIN_CLIP_SAMPLES = 2 * max(M.MRSTFT_FFT_SIZES)  # MR-STFT needs more than max(fft) // 2
 
 
-def load_clips(folder, target="vocals", sample_rate=44100, clip_seconds=10.0, max_songs=None,
-               clip_start="auto"):
+def load_clips(folder, target="vocals", sample_rate=SAMPLE_RATE, clip_seconds=songs.CLIP_SECONDS,
+               max_songs=None, clip_start="auto"):
     """One clip per song of ``folder`` (``keras_lincae.data.load_clips``), songs whose clip is
     shorter than the metrics need (``MIN_CLIP_SAMPLES``) reported as skipped.
 
