@@ -13,6 +13,7 @@ import uuid
 
 import keras
 
+from keras_lincae import hub
 from keras_lincae import presets
 from keras_lincae.fs import cache_root
 from keras_lincae.fs import give_usual_mode
@@ -330,22 +331,6 @@ def _accepted_forms():
     )
 
 
-def _download_hf(source):
-    try:
-        import huggingface_hub
-    except ImportError as error:
-        raise ImportError(f"Loading {source} needs huggingface_hub: pip install huggingface_hub") from error
-    parts = source[len("hf://"):].strip("/").split("/")
-    if len(parts) < 2:
-        raise ValueError(f"hf:// presets must look like hf://owner/repo[/subdir], got {source!r}")
-    repo, subdir = "/".join(parts[:2]), "/".join(parts[2:])
-    try:
-        root = huggingface_hub.snapshot_download(repo, allow_patterns=[f"{subdir}/*"] if subdir else None)
-    except Exception as error:
-        raise ConnectionError(f"Could not download {source} from the Hugging Face Hub: {error}") from error
-    return os.path.join(root, subdir) if subdir else root
-
-
 def _official_builtin(name, model_class):
     """Directory of a converted official preset, converting a download into the cache once
     (as a `model_class`; without one, None until it is converted)."""
@@ -354,18 +339,7 @@ def _official_builtin(name, model_class):
         return cached
     if model_class is None:
         return None
-    spec = presets.BUILTIN_PRESETS[name]
-    try:
-        src = _download_hf(f"hf://{presets.OFFICIAL_HF_REPO}/{spec['official_folder']}")
-    except (ConnectionError, ImportError) as error:
-        raise RuntimeError(
-            f"The weights of built-in preset {name!r} are the official release "
-            f"({presets.OFFICIAL_HF_REPO}, folder {spec['official_folder']}) and could not be fetched: {error}\n"
-            f"If you have that folder on disk, convert it once with\n"
-            f"  python recipes/convert_checkpoint.py PATH/{spec['official_folder']} {cached}\n"
-            f"or load it directly with LinCAE.from_preset('PATH/{spec['official_folder']}'); "
-            f"use load_weights=False for a randomly initialised model."
-        ) from error
+    src = hub.download_official_release(name, cached)
     convert_release(model_class, src, cached, name=name)
     return cached
 
@@ -385,7 +359,7 @@ def resolve_preset(source, load_weights=True, model_class=None):
     if not source:
         raise ValueError(f"Unknown preset '': the name is empty. Accepted: {_accepted_forms()}.")
     if source.startswith("hf://"):
-        return _download_hf(source)
+        return hub.download(source)
     recover_preset(source)  # a save killed midway: put the previous preset back
     if os.path.isdir(source):
         return source

@@ -37,13 +37,6 @@ def test_unknown_preset_lists_known_names():
     assert "hf://" in str(info.value)
 
 
-def test_official_builtin_offline_says_how_to_convert(monkeypatch, tmp_path):
-    monkeypatch.setenv("KERAS_LINCAE_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="convert_checkpoint.py"):
-        LinCAE.from_preset("lin_cae")
-
-
 def test_save_load_round_trip(tmp_path):
     model = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=3)
     path = model.save_to_preset(str(tmp_path / "p"), training_mode="lin_cae")
@@ -142,65 +135,6 @@ def test_corrupt_and_truncated_weights(tmp_path):
 def test_directory_that_is_not_a_preset(tmp_path):
     with pytest.raises(ValueError, match="neither a preset nor an official release"):
         LinCAE.from_preset(str(tmp_path))
-
-
-class _FakeHub:
-    """Stands in for `huggingface_hub.snapshot_download` (no network here): serves `repos`
-    (`owner/name` -> local folder) and records the calls."""
-
-    def __init__(self, repos):
-        self.repos, self.calls = repos, []
-
-    def __call__(self, repo_id, allow_patterns=None, **kwargs):
-        self.calls.append((repo_id, allow_patterns))
-        if repo_id not in self.repos:
-            raise OSError(f"404 {repo_id}")
-        return self.repos[repo_id]
-
-
-def test_hf_sources_resolve_through_snapshot_download(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    model = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=3)
-    model.save_to_preset(str(tmp_path / "hub" / "sub" / "preset"))
-    model.save_to_preset(str(tmp_path / "root_repo"))
-    hub = _FakeHub({"me/models": str(tmp_path / "hub"), "me/root": str(tmp_path / "root_repo")})
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
-    audio = music_like(9000, seed=4)
-    expected = to_numpy(model.encode(audio))
-    np.testing.assert_array_equal(to_numpy(LinCAE.from_preset("hf://me/models/sub/preset").encode(audio)), expected)
-    np.testing.assert_array_equal(to_numpy(LinCAE.from_preset("hf://me/root").encode(audio)), expected)
-    assert hub.calls == [("me/models", ["sub/preset/*"]), ("me/root", None)]
-    with pytest.raises(ConnectionError, match="hf://me/missing"):
-        LinCAE.from_preset("hf://me/missing")
-    with pytest.raises(ValueError, match="hf://owner/repo"):
-        LinCAE.from_preset("hf://justowner")
-
-
-def test_official_builtin_downloads_and_converts_once(tmp_path, monkeypatch):
-    """`from_preset("lin_cae")` with a reachable hub: the release folder is fetched from the
-    official repo, converted into the cache once, and later loads use the cache."""
-    import huggingface_hub
-
-    from keras_lincae import presets
-    from keras_lincae.testing import official_oracle as oracle
-
-    official = oracle.build_official(oracle.REDUCED_GENERATOR)
-    folder = presets.BUILTIN_PRESETS["lin_cae"]["official_folder"]
-    oracle.write_release(official, str(tmp_path / "hub" / folder), oracle.REDUCED_GENERATOR)
-    hub = _FakeHub({presets.OFFICIAL_HF_REPO: str(tmp_path / "hub")})
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
-    monkeypatch.setenv("KERAS_LINCAE_CACHE", str(tmp_path / "cache"))
-    first = LinCAE.from_preset("lin_cae")
-    assert hub.calls == [(presets.OFFICIAL_HF_REPO, [f"{folder}/*"])]
-    assert first.scale_factor == 33.0
-    audio = music_like(9000, seed=5)
-    expected = oracle.official_encode(official, audio)
-    np.testing.assert_allclose(to_numpy(first.encode(audio)), expected, atol=1e-4 * np.abs(expected).max())
-    assert os.path.isfile(tmp_path / "cache" / "presets" / "lin_cae" / CONFIG_FILE)
-    second = LinCAE.from_preset("lin_cae")
-    assert len(hub.calls) == 1  # served from the cache
-    np.testing.assert_array_equal(to_numpy(second.encode(audio)), to_numpy(first.encode(audio)))
 
 
 def _tree(folder):
