@@ -34,7 +34,7 @@ from keras_lincae.evaluation import metrics as M
 from keras_lincae.evaluation.checks import decode_to
 from keras_lincae.evaluation.linearity import DEFAULT_GAINS
 from keras_lincae.evaluation.model_functions import ModelFunctions
-from keras_lincae.evaluation.registry import gain_name, metric_specs, resolve_metrics
+from keras_lincae.evaluation.registry import gain_name, resolve_metrics
 from keras_lincae.evaluation.report import RESULTS_FORMAT
 from keras_lincae.models.lincae import LinCAE
 
@@ -255,7 +255,7 @@ def summarize(per_clip, confidence=0.95):
 def make_results(rows, clips, skipped, config, gains: Sequence[float] = DEFAULT_GAINS,
                  metrics=None):
     """The results document written as ``results.json`` (and the source of the other tables)."""
-    specs = resolve_metrics(metrics, gains) if metrics is not None else metric_specs(gains)
+    specs = resolve_metrics(metrics, gains)
     present = set().union(*(r["summary"] for r in rows)) if rows else set()
     specs = [s for s in specs if s.name in present]
     return {

@@ -22,10 +22,10 @@ The objective (``keras_tuner.Objective("score", "min")``, see :func:`trial_score
   trained model is evaluated after a reload of its preset), so they see the same noise draws:
   a paired, dimensionless ratio (1 = no progress) comparable across architectures;
 * ``enc_add``: encoder additivity error ``|E(u) + E(v) - E(u + v)| / |E(u + v)|`` (relative L2,
-  ``keras_lincae.evaluation.metrics.encoder_additivity``) with ``u`` the vocals and ``v`` the
+  ``keras_lincae.evaluation.linearity.encoder_additivity``) with ``u`` the vocals and ``v`` the
   accompaniment (sum of the other stems) of held-out songs;
 * ``dec_add``: decoder additivity, the MR-STFT distance between ``D(E(u) + E(v))`` and
-  ``D(E(u + v))`` (``keras_lincae.evaluation.metrics.decoder_additivity``);
+  ``D(E(u + v))`` (``keras_lincae.evaluation.linearity.decoder_additivity``);
 * ``dec_hom``: decoder homogeneity error ``10 ** (-SNR / 20)``, i.e. the relative L2 error of
   ``D(a z)`` against ``a D(z)``, averaged over the gains ``a`` (``decoder_homogeneity`` gives the
   SNR in dB).
