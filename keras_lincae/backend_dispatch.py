@@ -1,8 +1,6 @@
 """The one place that knows about backends: compiling inference functions, training inputs."""
 
 import contextlib
-import importlib.util
-import sys
 
 import keras
 
@@ -42,11 +40,12 @@ def compile_inference_function(model, fn):
 
 
 def tensorflow_available():
-    """True when TensorFlow is installed and not blocked (tf.data input pipelines, TensorBoard
-    files); it is not imported here."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"] is not None
-    return importlib.util.find_spec("tensorflow") is not None
+    """True when TensorFlow imports (tf.data input pipelines, TensorBoard files)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def fit_input(batches, batch, clip_samples):

@@ -93,7 +93,7 @@ def main(argv=None):
 
 def _train(args):
     entry.prepare(PROG, args.backend, args.debug)
-    from keras_lincae.training.config import resolve_config, resume_config
+    from keras_lincae.training.config import TrainConfig, apply_overrides, load_config, resumed_mapping
     from keras_lincae.training.trainer import train
 
     if args.resume and args.config is not None:
@@ -103,11 +103,12 @@ def _train(args):
     entry.check_writable_folder(args.out, "--out")
     overrides = explicit_overrides(args)
     if args.resume:
-        config = resume_config(args.out, overrides)
+        mapping = resumed_mapping(args.out, overrides)
     else:
-        config = resolve_config(args.config or DEFAULT_CONFIG, overrides)
-    if config.input_pipeline != "python":
+        mapping = apply_overrides(load_config(args.config or DEFAULT_CONFIG), overrides)
+    if mapping.get("input_pipeline") != "python":
         entry.import_quietly("tensorflow")  # for tf.data, without its import-time log lines
+    config = TrainConfig.from_dict(mapping)
     preset = train(config, args.out, resume=args.resume, verbose=not args.quiet)
     if preset and not args.quiet:
         print(f"Final preset: {preset}")

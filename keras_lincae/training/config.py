@@ -266,12 +266,17 @@ def merge_resumed_config(saved, given):
     return merged
 
 
-def resume_config(run_dir, overrides=()):
-    """The `TrainConfig` saved in `run_dir`, with the resumable keys among `overrides` changed."""
+def resumed_mapping(run_dir, overrides=()):
+    """The unvalidated mapping saved in `run_dir`, with the resumable keys among `overrides` changed."""
     saved = os.path.join(run_dir, SAVED_CONFIG)
     if not os.path.isfile(saved):
         raise FileNotFoundError(f"--resume: {saved} not found (no run to resume in {os.path.abspath(run_dir)})")
-    return TrainConfig.from_dict(merge_resumed_config(_read_yaml(saved), apply_overrides({}, overrides)))
+    return merge_resumed_config(_read_yaml(saved), apply_overrides({}, overrides))
+
+
+def resume_config(run_dir, overrides=()):
+    """The `TrainConfig` saved in `run_dir`, with the resumable keys among `overrides` changed."""
+    return TrainConfig.from_dict(resumed_mapping(run_dir, overrides))
 
 
 # ------------------------------------------------------------------------------- validation
