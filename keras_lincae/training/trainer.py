@@ -145,6 +145,17 @@ class Trainer:
         return path
 
     # --------------------------------------------------------------------------------- train
+    def _clip_stream(self):
+        """This process's clip stream after the consumed batches, and how it continues ("skip" or
+        "reseed", see `builders.resume_plan`)."""
+        c = self.config
+        per_process = c.batch_size // self.accum // self.dist.world_size
+        mode, seed, skip = resume_plan(c.data_resume, c.data_skip_limit, self.start_micro,
+                                       self.dist.shard_seed(c.seed))
+        dataset = build_dataset(data_sources(c.data), c.clip_frames, self.model, per_process, seed, c.pipeline,
+                                skip=skip, **c.stream_options())
+        return dataset, mode
+
     def fit(self, dataset=None):
         """Train up to `config.steps` (or `max_minutes`); return the final preset path, or None
         when the time limit stopped the run (checkpointed).
@@ -156,18 +167,13 @@ class Trainer:
         self.micro = self.start_micro
         if self.start_micro >= self.total_micro:
             self._log(f"Nothing to do: the run is at step {self.step} of {c.steps}")
-        sources = data_sources(c.data) if dataset is None or c.num_log_examples else None
         mode = "given"
         if dataset is None:
-            per_process = c.batch_size // self.accum // self.dist.world_size
-            mode, seed, skip = resume_plan(c.data_resume, c.data_skip_limit, self.start_micro,
-                                           self.dist.shard_seed(c.seed))
-            dataset = build_dataset(sources, c.clip_frames, self.model, per_process, seed, c.pipeline, skip=skip,
-                                    **c.stream_options())
+            dataset, mode = self._clip_stream()
         examples = None
         if self.dist.is_chief and c.num_log_examples:
-            examples = first_batch(build_dataset(sources, c.clip_frames, self.model, c.num_log_examples, c.seed + 1,
-                                                 c.pipeline, **c.stream_options()))
+            examples = first_batch(build_dataset(data_sources(c.data), c.clip_frames, self.model, c.num_log_examples,
+                                                 c.seed + 1, c.pipeline, **c.stream_options()))
         self.monitor = TrainingMonitor(c.schedule(), self.start_micro, self.total_micro, self.accum, c.log_every,
                                        max_minutes=c.max_minutes, log_dir=os.path.join(self.run_dir, "logs"),
                                        examples=examples, chief=self.dist.is_chief, progress=self.verbose)
