@@ -2,6 +2,7 @@
 
     lincae encode song.flac -o song.npz
     lincae decode song.npz -o song.wav --seed 0
+    lincae decode song.npz -o song.wav --seed 0 --stream    # written block by block as decoded
     lincae autoencode song.wav -o out.wav --sample-rate 48000
     lincae mix vocals.wav drums.npz --gains 1.0 0.5 -o mix.wav
     lincae separate mixture.wav accompaniment.wav -o vocals.wav
@@ -20,44 +21,41 @@ with `--overwrite` (`-y`); the output path is checked before the model runs. Out
 a temporary file `.lincae-<pid>-<random>.tmp` and renamed, so a failed run never leaves a partial
 file (and a killed run's temporary file is removed by the next run writing there). Bad input exits
 with status 2 and one line `lincae: error: ...` on stderr (`--debug`: with the traceback).
+`--stream` writes the audio block by block while it is decoded (`long_audio.decode_long_blocks`):
+the same file, with memory bounded by a few chunks instead of the whole output.
 """
 
 import argparse
-import contextlib
 import math
-import os
-import re
 import sys
-import tempfile
 
 import numpy as np
 
 from keras_lincae import entry
-from keras_lincae.fs import give_usual_mode
+from keras_lincae.cli_io import (
+    AUDIO_OUTPUTS,
+    LATENT_SUFFIX,
+    PROG,
+    SAMPLE_RATES,
+    CliError,
+    check_paths,
+    is_latent_file,
+    note,
+    read_audio,
+    read_latents,
+    write_audio,
+    write_audio_blocks,
+    write_latents,
+)
 
-PROG = "lincae"
 DEFAULT_PRESET = "lin_cae_small"  # shipped trained weights (saved_models/lin_cae_small)
-AUDIO_OUTPUTS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
-LATENT_SUFFIX = ".npz"
-SAMPLE_RATES = (8_000, 384_000)  # accepted audio sample rates, inputs and outputs (Hz)
 MAX_SEED = 2**32 - 1  # as `LinCAE.decode`
 AFFINE_DEFAULT = False  # mix / separate / scale relative to Enc(silence); chosen from docs/evaluation (affine)
-TEMP_PREFIX = ".lincae-"  # temporary outputs: .lincae-<pid>-<random>.tmp beside the output
-_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-\w+\.tmp")
 
 _MODELS = {}
 
 
-class CliError(ValueError):
-    """Bad input: reported as one line, exit status 2."""
-
-
 # --------------------------------------------------------------------------------- messages
-
-
-def _note(message):
-    entry.note(PROG, message)
-
 
 class _Progress:
     """Progress of the chunked encode / decode on stderr: `encode [######------] 3/8 chunks`.
@@ -160,6 +158,11 @@ def build_parser():
         "--sample-rate", type=_sample_rate, default=None,
         help="sample rate of the written audio (default: the model's, 44100)",
     )
+    decode_opts.add_argument(
+        "--stream", action="store_true",
+        help="write the audio block by block as it is decoded (same file, bounded memory; the model's "
+             "sample rate only)",
+    )
     out_help = "output file ({})"
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -202,160 +205,6 @@ def build_parser():
     return parser
 
 
-# ---------------------------------------------------------------------------------- files
-
-
-def _check_paths(output, allowed, inputs, overwrite):
-    """Check `output` and `inputs` before any work; remove stale temporary files; -> output suffix."""
-    suffix = os.path.splitext(output)[1].lower()
-    if suffix not in allowed:
-        raise CliError(f"output {output} must end in {' or '.join(allowed)}")
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise CliError(f"output folder does not exist: {folder}")
-    if os.path.isdir(output):
-        raise CliError(f"output {output} is a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CliError(f"output folder is not writable: {folder}")
-    name_max = _name_max(folder)
-    if len(os.fsencode(os.path.basename(output))) > name_max:
-        raise CliError(f"output file name is longer than the {name_max} bytes this file system allows: {output}")
-    for path in inputs:
-        if not os.path.exists(path):
-            raise CliError(f"input file not found: {path}")
-        if os.path.isdir(path):
-            raise CliError(f"input is a folder, not a file: {path}")
-        if os.path.exists(output) and os.path.samefile(path, output):
-            raise CliError(f"output {output} is the input {path}; write to another file")
-    if os.path.exists(output) and not overwrite:
-        raise CliError(f"output {output} exists; pass --overwrite (-y) to replace it")
-    _remove_stale_temporaries(folder)
-    return suffix
-
-
-def _name_max(folder):
-    """Longest file name (bytes) in `folder`: 255 where the system cannot tell."""
-    try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no such variable
-        return 255
-    return limit if limit > 0 else sys.maxsize  # -1: no limit
-
-
-def _remove_stale_temporaries(folder):
-    """Delete `.lincae-<pid>-*.tmp` files of processes that no longer run (killed mid-write)."""
-    for name in os.listdir(folder):
-        match = _TEMP_NAME.fullmatch(name)
-        if match and not _process_alive(int(match.group(1))):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(folder, name))
-
-
-def _process_alive(pid):
-    if os.name != "posix":  # os.kill(pid, 0) would signal the process on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except OSError:  # e.g. PermissionError: another user's process
-        return True
-    return True
-
-
-def _atomic_write(path, write):
-    """Call `write(temporary_path)` and rename the result onto `path`; never leaves a partial file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        give_usual_mode(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_audio(path, audio, sample_rate, quiet):
-    """Write `(channels, samples)` audio as WAV (float32) or FLAC (24-bit, clipped to [-1, 1])."""
-    import soundfile as sf
-
-    file_format, subtype = AUDIO_OUTPUTS[os.path.splitext(path)[1].lower()]
-    audio = np.asarray(audio, dtype=np.float32)
-    if file_format == "FLAC":
-        peak = float(np.max(np.abs(audio)))
-        if peak > 1.0 and not quiet:
-            _note(f"warning: peak {peak:.3f} exceeds 1, clipping for FLAC (write .wav to keep it)")
-        audio = np.clip(audio, -1.0, 1.0)
-    _atomic_write(path, lambda tmp: sf.write(tmp, audio.T, sample_rate, format=file_format, subtype=subtype))
-
-
-def _write_latents(path, chunked, preset):
-    values = chunked.to_dict()
-    values["latents"] = values["latents"][0]  # one file = one item: (channels, chunks, frames, C)
-    values["preset"] = np.str_(preset)
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **values)
-
-    _atomic_write(path, write)
-
-
-def _read_latents(path):
-    """-> (ChunkedLatents with a batch axis of 1, preset name or None)."""
-    from keras_lincae.long_audio import ChunkedLatents
-
-    try:
-        with open(path, "rb") as f:
-            zipped = f.read(4) in (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (empty or not), as .npz are
-        if zipped:
-            with np.load(path, allow_pickle=False) as npz:
-                values = {k: npz[k] for k in npz.files}
-    except Exception as error:  # zipfile.BadZipFile, OSError, ValueError, EOFError, ...
-        # numpy's message for an object array suggests allow_pickle=True, which would run code from the file
-        reason = "it holds Python objects, which are not loaded" if "allow_pickle" in str(error) else error
-        raise CliError(f"cannot read latent file {path}: {reason}") from error
-    if not zipped:
-        raise CliError(f"cannot read latent file {path}: it is not a .npz archive (latent files are written "
-                       "by `lincae encode`)")
-    if "latents" not in values:
-        raise CliError(f"latent file {path} has no 'latents' array (was it written by `lincae encode`?)")
-    values["latents"] = np.asarray(values["latents"])[None]
-    try:
-        chunked = ChunkedLatents.from_dict(values)
-    except ValueError as error:
-        raise CliError(f"latent file {path}: {error}") from error
-    preset = str(values["preset"]) if "preset" in values else None
-    return chunked, preset
-
-
-def _read_audio(path, sample_rate, quiet):
-    """-> float32 `(channels, samples)` at `sample_rate`."""
-    import soundfile as sf
-
-    from keras_lincae import data
-
-    try:
-        rate = int(sf.info(path).samplerate)
-    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError, ...
-        raise CliError(f"cannot decode audio file {path}: {error}") from error
-    if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
-        raise CliError(f"audio file {path} has the sample rate {rate} Hz; "
-                       f"only {SAMPLE_RATES[0]} to {SAMPLE_RATES[1]} Hz is supported")
-    audio = data.load_audio(path, sample_rate=None)
-    if rate != sample_rate:
-        if not quiet:
-            _note(f"resampling {path} from {rate} Hz to {sample_rate} Hz")
-        audio = data.resample(audio, rate, sample_rate)
-    return audio
-
-
-def _is_latent_file(path):
-    return os.path.splitext(path)[1].lower() == LATENT_SUFFIX
-
-
 # ---------------------------------------------------------------------------------- model
 
 
@@ -374,7 +223,7 @@ def _load_model(preset, quiet):
         import keras
 
         if not quiet:
-            _note(f"warning: preset {preset!r} ships no trained weights; using random weights "
+            note(f"warning: preset {preset!r} ships no trained weights; using random weights "
                   "(seed 0), so the audio will not resemble the input")
         keras.utils.set_random_seed(0)
         model = LinCAE.from_preset(preset, load_weights=False)
@@ -400,38 +249,43 @@ def _encode_audio(model, audio, args, progress, like=None):
 
 def _decode_and_write(model, chunked, args, progress):
     from keras_lincae import data
-    from keras_lincae.long_audio import decode_long
+    from keras_lincae.long_audio import decode_long, decode_long_blocks
 
-    audio = decode_long(model, chunked, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                        progress=progress)[0]
+    options = dict(steps=args.steps, seed=args.seed, batch_size=args.batch_size, progress=progress)
+    if args.stream:
+        blocks = decode_long_blocks(model, chunked, **options)
+        write_audio_blocks(args.output, (block[0] for block in blocks), model.sample_rate, chunked.channels,
+                           args.quiet)
+        return
+    audio = decode_long(model, chunked, **options)[0]
     rate = args.sample_rate or model.sample_rate
     if rate != model.sample_rate:
         audio = data.resample(audio, model.sample_rate, rate)
-    _write_audio(args.output, audio, rate, args.quiet)
+    write_audio(args.output, audio, rate, args.quiet)
 
 
 def _cmd_encode(args, progress):
-    _check_paths(args.output, (LATENT_SUFFIX,), [args.input], args.overwrite)
+    check_paths(args.output, (LATENT_SUFFIX,), [args.input], args.overwrite)
     preset = args.preset or DEFAULT_PRESET
     model = _load_model(preset, args.quiet)
-    audio = _read_audio(args.input, model.sample_rate, args.quiet)
-    _write_latents(args.output, _encode_audio(model, audio, args, progress), preset)
+    audio = read_audio(args.input, model.sample_rate, args.quiet)
+    write_latents(args.output, _encode_audio(model, audio, args, progress), preset)
 
 
 def _cmd_decode(args, progress):
-    _check_paths(args.output, tuple(AUDIO_OUTPUTS), [args.input], args.overwrite)
-    if not _is_latent_file(args.input):
+    check_paths(args.output, tuple(AUDIO_OUTPUTS), [args.input], args.overwrite)
+    if not is_latent_file(args.input):
         raise CliError(f"decode reads a latent file (.npz), got {args.input}; use `autoencode` for audio")
-    chunked, stored = _read_latents(args.input)
+    chunked, stored = read_latents(args.input)
     preset = _pick_preset(args, [stored])
     model = _load_model(preset, args.quiet)
     _decode_and_write(model, chunked, args, progress)
 
 
 def _cmd_autoencode(args, progress):
-    _check_paths(args.output, tuple(AUDIO_OUTPUTS), [args.input], args.overwrite)
+    check_paths(args.output, tuple(AUDIO_OUTPUTS), [args.input], args.overwrite)
     model = _load_model(args.preset or DEFAULT_PRESET, args.quiet)
-    audio = _read_audio(args.input, model.sample_rate, args.quiet)
+    audio = read_audio(args.input, model.sample_rate, args.quiet)
     _decode_and_write(model, _encode_audio(model, audio, args, progress), args, progress)
 
 
@@ -443,12 +297,12 @@ def _pick_preset(args, stored):
     names = sorted({s for s in stored if s})
     if args.preset:
         if names and names != [args.preset] and not args.quiet:
-            _note(f"warning: latents were written with preset(s) {names}, decoding with {args.preset!r}")
+            note(f"warning: latents were written with preset(s) {names}, decoding with {args.preset!r}")
         return args.preset
     if len(names) > 1:
         raise CliError(f"inputs were encoded with different presets {names}; choose one with --preset")
     if names and names[0] not in presets.BUILTIN_PRESETS:
-        _note(f"note: using the preset {names[0]} named in the latent file (not a built-in preset; "
+        note(f"note: using the preset {names[0]} named in the latent file (not a built-in preset; "
               "choose the model with --preset)")
     return names[0] if names else DEFAULT_PRESET
 
@@ -457,12 +311,12 @@ def _combine(args, paths, gains, progress, first_sets_length=False):
     """Shared body of mix / separate / scale: load inputs, encode audio, mix latents, write."""
     from keras_lincae import arithmetic
 
-    suffix = _check_paths(args.output, tuple(AUDIO_OUTPUTS) + (LATENT_SUFFIX,), paths, args.overwrite)
+    suffix = check_paths(args.output, tuple(AUDIO_OUTPUTS) + (LATENT_SUFFIX,), paths, args.overwrite)
     gains = arithmetic._check_gains(gains, len(paths))
-    latent_inputs = {p: _read_latents(p) for p in paths if _is_latent_file(p)}
+    latent_inputs = {p: read_latents(p) for p in paths if is_latent_file(p)}
     preset = _pick_preset(args, [stored for _, stored in latent_inputs.values()])
     model = _load_model(preset, args.quiet)
-    audio_inputs = {p: _read_audio(p, model.sample_rate, args.quiet) for p in paths if not _is_latent_file(p)}
+    audio_inputs = {p: read_audio(p, model.sample_rate, args.quiet) for p in paths if not is_latent_file(p)}
     lengths = {p: latent_inputs[p][0].length if p in latent_inputs else audio_inputs[p].shape[-1] for p in paths}
     channels = {c.channels for c, _ in latent_inputs.values()} | {a.shape[0] for a in audio_inputs.values()}
     length = lengths[paths[0]] if first_sets_length else max(lengths.values())
@@ -493,7 +347,7 @@ def _combine(args, paths, gains, progress, first_sets_length=False):
     except ValueError as error:
         raise CliError(f"{error} (encode latent files with the same --chunk-seconds and --overlap)") from error
     if suffix == LATENT_SUFFIX:
-        _write_latents(args.output, combined, preset)
+        write_latents(args.output, combined, preset)
     else:
         _decode_and_write(model, combined, args, progress)
 
@@ -537,6 +391,10 @@ def main(argv=None):
         return int(exit_.code or 0)
     if args.command is None and not args.version:
         print(f"{PROG}: error: choose a command: {', '.join(COMMANDS)} (see --help)", file=sys.stderr)
+        return 2
+    if getattr(args, "stream", False) and args.sample_rate is not None:
+        print(f"{PROG}: error: --stream writes the model's sample rate; drop --sample-rate (see --help)",
+              file=sys.stderr)
         return 2
     return entry.run(lambda: _run(args), PROG)
 

@@ -49,6 +49,7 @@ __all__ = [
     "ChunkedLatents",
     "chunk_layout",
     "decode_long",
+    "decode_long_blocks",
     "decode_noise",
     "encode_long",
 ]
@@ -301,26 +302,27 @@ def encode_long(model, audio, chunk_seconds=10.0, overlap=0.25, batch_size=1, pr
     return ChunkedLatents(latents, length, chunk, step, int(model.sample_rate), channels)
 
 
-def decode_noise(model, num_items, num_frames, seed, first_frame=0):
+def decode_noise(model, num_items, num_frames, seed, first_frame=0, step=0):
     """Standard-normal decoder noise for latent frames `first_frame ...` of `num_items` items.
 
     Shaped like `LinCAE.decode`'s `noise` argument, `(num_items, time_downsampling * num_frames,
-    2 * hop_size, data_channels)`. Each latent frame's block is drawn from `(seed, item, frame)`,
-    so any window of frames gets the same values whichever call asks for it:
+    2 * hop_size, data_channels)`. Each latent frame's block is drawn from `(seed, item, frame)`
+    (from `(seed, item, frame, step)` for the re-noising draw of sampling step `step >= 1`), so
+    any window of frames gets the same values whichever call asks for it:
     `model.autoencode(audio, seed=s, noise=decode_noise(model, items, frames, s))` uses the noise
     that `decode_long(..., seed=s)` uses for every chunk.
     """
     seed = validation.check_seed(seed)
-    return np.stack([_frame_noise(model, item, first_frame, num_frames, seed) for item in range(num_items)])
+    return np.stack([_frame_noise(model, item, first_frame, num_frames, seed, step) for item in range(num_items)])
 
 
-def _frame_noise(model, item, first_frame, num_frames, seed):
+def _frame_noise(model, item, first_frame, num_frames, seed, step=0):
     """Noise of one item for latent frames `first_frame ... first_frame + num_frames - 1`."""
     block = (model.time_downsampling, 2 * model.hop_size, model.data_channels)
     out = np.empty((num_frames,) + block, dtype=np.float32)
     for frame in range(num_frames):
-        rng = np.random.default_rng([seed % (1 << 64), item, first_frame + frame])
-        out[frame] = rng.standard_normal(block, dtype=np.float32)
+        key = [seed % (1 << 64), item, first_frame + frame] + ([step] if step else [])
+        out[frame] = np.random.default_rng(key).standard_normal(block, dtype=np.float32)
     return out.reshape((num_frames * block[0],) + block[1:])
 
 
@@ -351,6 +353,23 @@ def decode_long(model, chunked_latents, steps=1, seed=None, batch_size=1, length
     Returns:
         float32 NumPy audio `(batch, length)` or `(batch, channels, length)`.
     """
+    blocks = decode_long_blocks(model, chunked_latents, steps, seed, batch_size, length, progress)
+    out = np.empty(chunked_latents.latents.shape[:-3] + (length or chunked_latents.length,), np.float32)
+    done = 0
+    for block in blocks:
+        out[..., done : done + block.shape[-1]] = block
+        done += block.shape[-1]
+    return out
+
+
+def decode_long_blocks(model, chunked_latents, steps=1, seed=None, batch_size=1, length=None, progress=None):
+    """`decode_long`'s audio as it is decoded, in order: an iterator of float32 blocks
+    `(batch, n)` or `(batch, channels, n)` whose concatenation is `decode_long`'s output.
+
+    Arguments as in `decode_long` (checked before this returns). A block is yielded after each
+    model call, holding every sample no later chunk overlaps; only the audio of about
+    `batch_size / items + 1` chunks is kept, so memory does not grow with the length.
+    """
     if not isinstance(chunked_latents, ChunkedLatents):
         raise TypeError(
             f"decode_long needs the ChunkedLatents returned by encode_long, got {type(chunked_latents).__name__}"
@@ -370,8 +389,7 @@ def decode_long(model, chunked_latents, steps=1, seed=None, batch_size=1, length
     ):
         raise ValueError(f"length must be an integer in [1, {chunked_latents.length}], got {length!r}")
     chunk, step = chunked_latents.chunk_samples, chunked_latents.step_samples
-    latents = chunked_latents.latents
-    num_chunks, frames, latent_channels = latents.shape[-3:]
+    num_chunks, frames, latent_channels = chunked_latents.latents.shape[-3:]
     if latent_channels != model.latent_channels:
         raise ValueError(
             f"latents have {latent_channels} channels on the last axis, this model expects {model.latent_channels}"
@@ -384,15 +402,23 @@ def decode_long(model, chunked_latents, steps=1, seed=None, batch_size=1, length
         )
     if num_chunks > 1 and step % model.samples_per_latent:
         raise ValueError(f"step_samples must be a multiple of {model.samples_per_latent}, got {step}")
-    items = latents.reshape((-1,) + latents.shape[-3:])
-    num_items = items.shape[0]
-    out = np.zeros((num_items, length), dtype=np.float32)
+    return _decoded_blocks(model, chunked_latents, steps, seed, batch_size, int(length), progress)
+
+
+def _decoded_blocks(model, chunked_latents, steps, seed, batch_size, length, progress):
+    """The generator behind `decode_long_blocks` (arguments already checked)."""
+    chunk, step = chunked_latents.chunk_samples, chunked_latents.step_samples
+    lead = chunked_latents.latents.shape[:-3]
+    items = chunked_latents.latents.reshape((-1,) + chunked_latents.latents.shape[-3:])
+    num_items, num_chunks, frames, latent_channels = items.shape
+    front = model.autoencode_padding(chunk)[0]
     fade = chunk - step
     ramp_in = (np.arange(fade, dtype=np.float32) + 0.5) / max(fade, 1)
     step_frames = step // model.samples_per_latent
     needed = min(num_chunks, -(-length // step))  # chunks that start before `length`
     pairs = [(c, i) for c in range(needed) for i in range(num_items)]
-    done = 0
+    pending = np.zeros((num_items, 0), np.float32)  # summed audio from sample `emitted` on
+    emitted = done = 0
     for group in _batches(pairs, batch_size):
         z = np.zeros((batch_size, frames, latent_channels), dtype=np.float32)
         noise = np.zeros(
@@ -409,13 +435,16 @@ def decode_long(model, chunked_latents, steps=1, seed=None, batch_size=1, length
                 piece[:fade] *= ramp_in
             if fade and c < num_chunks - 1:
                 piece[-fade:] *= ramp_in[::-1]
-            start = c * step
-            stop = min(start + chunk, length)
+            start = c * step - emitted
+            stop = min(c * step + chunk, length) - emitted
+            if stop > pending.shape[1]:
+                pending = np.pad(pending, ((0, 0), (0, stop - pending.shape[1])))
             if stop > start:
-                out[i, start:stop] += piece[: stop - start]
+                pending[i, start:stop] += piece[: stop - start]
         done += len(group)
         if progress is not None:
             progress("decode", done, len(pairs))
-    if chunked_latents.channels is not None:
-        out = out.reshape((-1, chunked_latents.channels, length))
-    return out
+        finished = (done // num_items) * step if done < len(pairs) else length  # the next chunk starts there
+        count = max(0, min(finished, length) - emitted)
+        yield pending[:, :count].reshape(lead + (count,))
+        pending, emitted = pending[:, count:], emitted + count

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from keras_lincae.testing.helpers import music_like
 
-from keras_lincae import arithmetic, cli, presets
+from keras_lincae import arithmetic, cli, cli_io, presets
 from keras_lincae.long_audio import decode_long, encode_long
 
 # Short files and 0.2 s chunks: every model call sees 13824-sample windows, batches of 4.
@@ -194,7 +194,7 @@ def latent_files(tmp_path_factory, tiny_model):
     paths = {}
     for name, extra in (("latents", {"chunk_seconds": 0.2}), ("latents_other_chunks", {"chunk_seconds": None})):
         paths[name] = str(folder / f"{name}.npz")
-        cli._write_latents(paths[name], encode_long(tiny_model, audio, batch_size=4, **extra), "lin_cae_tiny")
+        cli_io.write_latents(paths[name], encode_long(tiny_model, audio, batch_size=4, **extra), "lin_cae_tiny")
     with np.load(paths["latents"]) as npz:
         newer = dict(npz, format_version=np.int64(2))
     paths["latents_newer"] = str(folder / "newer" / "latents.npz")
@@ -223,7 +223,7 @@ def test_preset_folder_named_in_a_latent_file_is_used_with_a_note(model, latent_
     folder = str(tmp_path / "someone_elses_preset")
     monkeypatch.setitem(cli._MODELS, folder, model)  # what loading that folder would give
     latents = str(tmp_path / "z.npz")
-    cli._write_latents(latents, encode_long(model, _stereo(12_000, 4)[None], chunk_seconds=0.2, batch_size=4), folder)
+    cli_io.write_latents(latents, encode_long(model, _stereo(12_000, 4)[None], chunk_seconds=0.2, batch_size=4), folder)
     code, _, err = _run(capsys, "decode", latents, "-o", tmp_path / "o.wav", "--quiet", "--batch-size", "4")
     assert code == 0 and err == (f"lincae: note: using the preset {folder} named in the latent file (not a "
                                  "built-in preset; choose the model with --preset)\n")
@@ -243,16 +243,43 @@ def test_failed_write_leaves_previous_output_intact(model, files, tmp_path, caps
     out = tmp_path / "o.wav"
     out.write_bytes(b"previous")
 
-    def broken_write(path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"partial")
+    def broken_write(self, data):  # the header is on disk already: a partial file
         raise OSError("disk full")
 
-    monkeypatch.setattr(sf, "write", broken_write)
-    code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, "--overwrite", *FAST)
-    assert code == 2 and "disk full" in err
-    assert out.read_bytes() == b"previous"
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    monkeypatch.setattr(sf.SoundFile, "write", broken_write)
+    for stream in ([], ["--stream"]):
+        code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, "--overwrite", *stream, *FAST)
+        assert code == 2 and "disk full" in err
+        assert out.read_bytes() == b"previous"
+        assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_decode_stream_writes_the_same_file_block_by_block(model, tmp_path, capsys, monkeypatch):
+    src = _write(tmp_path / "in.wav", music_like(66_000, batch=2, seed=8), 44_100)  # 16 chunks of 0.2 s
+    code, _, err = _run(capsys, "encode", src, "-o", tmp_path / "z.npz", *ENCODE_FAST)
+    assert code == 0, err
+    writes = []
+    real_write = sf.SoundFile.write
+    monkeypatch.setattr(sf.SoundFile, "write", lambda self, data: writes.append(len(data)) or real_write(self, data))
+    for suffix in (".wav", ".flac"):
+        whole, streamed = tmp_path / f"whole{suffix}", tmp_path / f"streamed{suffix}"
+        code, _, err = _run(capsys, "decode", tmp_path / "z.npz", "-o", whole, *FAST[2:])
+        assert code == 0 and writes[-1] == 66_000, err
+        del writes[:]
+        code, _, err = _run(capsys, "decode", tmp_path / "z.npz", "-o", streamed, "--stream", *FAST[2:])
+        assert code == 0, err
+        assert len(writes) == 8 and sum(writes) == 66_000  # one block per model call (2 chunks x 2 channels)
+        a, rate_a = sf.read(whole, dtype="float32")
+        b, rate_b = sf.read(streamed, dtype="float32")
+        assert rate_a == rate_b == 44_100 and a.shape == (66_000, 2)
+        np.testing.assert_array_equal(a, b)
+    assert sorted(os.listdir(tmp_path)) == ["in.wav", "streamed.flac", "streamed.wav", "whole.flac", "whole.wav",
+                                            "z.npz"]
+    code, _, err = _run(capsys, "decode", tmp_path / "z.npz", "-o", tmp_path / "streamed.wav", "--stream")
+    assert code == 2 and "exists; pass --overwrite" in err
+    code, _, err = _run(capsys, "decode", tmp_path / "z.npz", "-o", tmp_path / "o.wav", "--stream",
+                        "--sample-rate", "48000")
+    assert code == 2 and err.count("\n") == 1 and "--stream writes the model's sample rate" in err
 
 
 def test_help_via_python_m():
@@ -302,8 +329,8 @@ def _dead_pid():
 
 
 def test_stale_temporary_files_of_dead_processes_are_removed(model, files, tmp_path, capsys):
-    stale = tmp_path / f"{cli.TEMP_PREFIX}{_dead_pid()}-k1x_9q.tmp"
-    live = tmp_path / f"{cli.TEMP_PREFIX}{os.getpid()}-a2b3c4.tmp"  # a run in progress
+    stale = tmp_path / f"{cli_io.TEMP_PREFIX}{_dead_pid()}-k1x_9q.tmp"
+    live = tmp_path / f"{cli_io.TEMP_PREFIX}{os.getpid()}-a2b3c4.tmp"  # a run in progress
     other = tmp_path / ".song.wav.x7y8.tmp"
     for path in (stale, live, other):
         path.write_bytes(b"partial")
@@ -321,11 +348,11 @@ def test_temporary_name_is_short_so_long_output_names_work(model, files, tmp_pat
     assert code == 0, err
     assert sf.info(out).frames == 12_000
     seen = []
-    real_mkstemp = cli.tempfile.mkstemp
-    monkeypatch.setattr(cli.tempfile, "mkstemp", lambda **kw: seen.append(kw) or real_mkstemp(**kw))
+    real_mkstemp = cli_io.tempfile.mkstemp
+    monkeypatch.setattr(cli_io.tempfile, "mkstemp", lambda **kw: seen.append(kw) or real_mkstemp(**kw))
     code, _, err = _run(capsys, "encode", files["good"], "-o", tmp_path / ("m" * 240 + ".npz"), *ENCODE_FAST)
     assert code == 0, err
-    assert seen[0]["prefix"] == f"{cli.TEMP_PREFIX}{os.getpid()}-"
+    assert seen[0]["prefix"] == f"{cli_io.TEMP_PREFIX}{os.getpid()}-"
 
 
 @pytest.mark.parametrize("case", ["no folder", "too long", "not writable", "exists", "bad suffix"])
@@ -337,7 +364,7 @@ def test_output_is_checked_before_the_model_runs(files, tmp_path, capsys, monkey
     out = {"no folder": tmp_path / "missing" / "o.wav", "too long": tmp_path / ("x" * 300 + ".wav"),
            "not writable": tmp_path / "o.wav", "exists": tmp_path / "mono.wav", "bad suffix": tmp_path / "o.mp3"}[case]
     if case == "not writable":  # as root, a read-only folder is still writable: ask os.access
-        monkeypatch.setattr(cli.os, "access", lambda path, mode: False)
+        monkeypatch.setattr(cli_io.os, "access", lambda path, mode: False)
     code, _, err = _run(capsys, "autoencode", files["good"], "-o", out, *FAST)
     assert code == 2 and err.count("\n") == 1 and err.startswith("lincae: error:"), err
     assert re.search({"no folder": "does not exist", "too long": "longer than", "not writable": "not writable",

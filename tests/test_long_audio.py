@@ -9,6 +9,7 @@ from keras_lincae.long_audio import (
     ChunkedLatents,
     chunk_layout,
     decode_long,
+    decode_long_blocks,
     decode_noise,
     encode_long,
 )
@@ -93,6 +94,31 @@ def test_chunking_is_exact_for_a_context_free_model(tiny_model, chunk_seconds, o
     out = decode_long(model, chunked, seed=3, batch_size=2)
     assert out.shape == audio.shape
     np.testing.assert_allclose(out.reshape(4, length), ref_audio, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size, length", [(1, None), (3, None), (4, 30_000)])
+def test_decode_long_blocks_are_decode_long_in_pieces(tiny_model, batch_size, length):
+    model = FrameLocalModel(tiny_model)
+    chunked = encode_long(model, music_like(60_000, batch=4, seed=4).reshape(2, 2, 60_000), chunk_seconds=0.3,
+                          overlap=0.5, batch_size=3)
+    whole = decode_long(model, chunked, seed=2, batch_size=batch_size, length=length)
+    blocks = list(decode_long_blocks(model, chunked, seed=2, batch_size=batch_size, length=length))
+    assert len(blocks) == -(-4 * min(chunked.num_chunks, -(-(length or 60_000) // chunked.step_samples)) // batch_size)
+    assert all(b.shape[:2] == (2, 2) for b in blocks)
+    # No block holds more than the chunks of one model call: memory does not grow with the length.
+    assert max(b.shape[-1] for b in blocks) <= (batch_size // 4 + 1) * chunked.chunk_samples
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=-1), whole)
+    with pytest.raises(ValueError, match="steps"):  # checked when called, not when iterated
+        decode_long_blocks(model, chunked, steps=0)
+
+
+def test_decode_noise_per_step(tiny_model):
+    first = decode_noise(tiny_model, 2, 5, seed=1)
+    np.testing.assert_array_equal(decode_noise(tiny_model, 2, 5, seed=1, step=0), first)
+    again = decode_noise(tiny_model, 2, 3, seed=1, first_frame=2, step=1)
+    np.testing.assert_array_equal(decode_noise(tiny_model, 2, 5, seed=1, step=1)[:, 2 * tiny_model.time_downsampling :],
+                                  again)
+    assert np.abs(again - first[:, 2 * tiny_model.time_downsampling :]).min() > 0  # a new draw per step
 
 
 # The tiny-model tests share one window shape (chunk_seconds=0.2: 8192-sample chunks in 13824-sample

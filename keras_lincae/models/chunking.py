@@ -46,23 +46,52 @@ def decode_chunked(model, latents, draws, chunk):
     """
     frames = int(latents.shape[1])
     unit, edge = model.samples_per_latent, model.frontend.n_fft - model.hop_size
-    td, step = model.time_downsampling, chunk - max(1, chunk // 4)
-    starts = list(range(0, frames - chunk, step)) + [frames - chunk]
-    span = model.decoded_length(chunk)
+    td, span = model.time_downsampling, model.decoded_length(chunk)
+    starts = window_starts(frames, chunk, default_overlap(chunk))
     out = np.zeros((int(latents.shape[0]), model.decoded_length(frames)), np.float32)
     total_weight = np.zeros(out.shape[-1], np.float32)
-    t = np.arange(span, dtype=np.float32)
     for i, first in enumerate(starts):
         window = [d[:, first * td : (first + chunk) * td] for d in draws]
         piece = ops.convert_to_numpy(sample_steps(model, latents[:, first : first + chunk], window))
-        weight = np.ones(span, np.float32)
-        if i > 0:  # fade in over the exact part of the overlap with the previous window
-            ramp = (chunk - first + starts[i - 1]) * unit - edge
-            weight = np.minimum(weight, np.clip((t - edge) / ramp, 0.0, 1.0))
-        if i < len(starts) - 1:
-            ramp = (chunk - starts[i + 1] + first) * unit - edge
-            weight = np.minimum(weight, np.clip((span - edge - t) / ramp, 0.0, 1.0))
+        weight = crossfade_weights(first, chunk, unit, edge, starts[i - 1] if i > 0 else None,
+                                   starts[i + 1] if i < len(starts) - 1 else None)
         offset = first * unit
         out[:, offset : offset + span] += piece * weight
         total_weight[offset : offset + span] += weight
-    return ops.convert_to_tensor(out / np.maximum(total_weight, 1e-12))
+    return ops.convert_to_tensor(blend(out, total_weight))
+
+
+def default_overlap(chunk):
+    """Latent frames shared by two neighbouring windows of `chunk` frames: a quarter, at least 1."""
+    return max(1, chunk // 4)
+
+
+def window_starts(frames, chunk, overlap):
+    """First latent frame of every window over `frames > chunk` frames; the last ends at `frames`."""
+    return list(range(0, frames - chunk, chunk - overlap)) + [frames - chunk]
+
+
+def crossfade_weights(first, chunk, unit, edge, previous=None, following=None):
+    """Weights `(chunk * unit + edge,)` of the window decoded from frames `first ... first + chunk - 1`.
+
+    Inside an overlap the window's first / last `edge` (`n_fft - hop_size`) samples, where the
+    inverse STFT is inexact, get zero weight and linear ramps cover the rest of the overlap;
+    elsewhere the weight is one. `previous` / `following`: start frames of the neighbouring
+    windows (None: none). Overlapping windows are summed with these weights and divided by the
+    summed weight (`blend`). `keras_lincae.streaming` uses the same weights.
+    """
+    span = chunk * unit + edge
+    t = np.arange(span, dtype=np.float32)
+    weight = np.ones(span, np.float32)
+    if previous is not None:  # fade in over the exact part of the overlap with the previous window
+        ramp = (chunk - first + previous) * unit - edge
+        weight = np.minimum(weight, np.clip((t - edge) / ramp, 0.0, 1.0))
+    if following is not None:
+        ramp = (chunk - following + first) * unit - edge
+        weight = np.minimum(weight, np.clip((span - edge - t) / ramp, 0.0, 1.0))
+    return weight
+
+
+def blend(weighted_sum, weight_sum):
+    """Crossfaded audio from the weighted sum of overlapping windows and their summed weights."""
+    return weighted_sum / np.maximum(weight_sum, 1e-12)
