@@ -11,19 +11,6 @@ from keras_lincae.testing.helpers import music_like, randomize_weights, to_numpy
 
 from keras_lincae import LinCAE
 
-SCRIPT = """
-import json, sys
-import numpy as np
-import keras
-from keras_lincae import LinCAE
-preset, inputs, out = sys.argv[1:4]
-data = np.load(inputs)
-model = LinCAE.from_preset(preset)
-latents = keras.ops.convert_to_numpy(model.encode(data["audio"]))
-decoded = keras.ops.convert_to_numpy(model.decode(data["latents"], noise=data["noise"]))
-np.savez(out, latents=latents, decoded=decoded)
-"""
-
 BACKENDS = ("jax", "tensorflow", "torch")
 
 
@@ -45,7 +32,8 @@ def shared_case(tmp_path_factory):
 def run_backend(backend, root, preset, inputs):
     out = str(root / f"{backend}.npz")
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, "-c", SCRIPT, preset, inputs, out], check=True, env=env, timeout=600)
+    subprocess.run([sys.executable, "-m", "keras_lincae.testing.backend_outputs", preset, inputs, out], check=True,
+                   env=env, timeout=600)
     return dict(np.load(out))
 
 

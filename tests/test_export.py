@@ -7,7 +7,6 @@ preset through the recipe's command line, once each per module. The Keras refere
 are computed here, on the current backend, with the same explicit noise.
 """
 
-import inspect
 import json
 import os
 import shutil
@@ -17,10 +16,11 @@ import sys
 import keras
 import numpy as np
 import pytest
-from keras_lincae.testing.helpers import music_like, randomize_weights, to_numpy
+from keras_lincae.testing.helpers import music_like, to_numpy
 
 from keras_lincae import LinCAE
 from keras_lincae.export import EXPORT_INFO_FILE, export_saved_model, noise_frames
+from keras_lincae.testing.frontend_trace import traced_frontend_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
@@ -34,73 +34,7 @@ SIGNATURES = ("encode", "decode", "autoencode", "separate")
 TOLERANCE = 1e-5 if keras.backend.backend() == "tensorflow" else 1e-4
 QUIET_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
-SAVE_PRESET = """
-import numpy as np
-from keras_lincae import LinCAE
-{randomize_weights}
-model = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed={seed})
-model.save_to_preset({path!r})
-"""
-
-# Runs with `python -I`. TensorFlow imports Keras when it is installed (and goes
-# on without it), so Keras and keras_lincae are made unimportable first: the
-# SavedModel must be served by TensorFlow alone.
-TF_ONLY_CLIENT = """
-import importlib.abc, importlib.machinery, json, sys
-
-class NotInstalled(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("keras", "keras_lincae", "tf_keras"):
-            return importlib.machinery.ModuleSpec(name, self)  # no origin: "not on disk"
-
-    def create_module(self, spec):
-        raise ImportError(spec.name + " is blocked: TensorFlow alone must serve the model")
-
-    def exec_module(self, module):
-        pass
-
-sys.meta_path.insert(0, NotInstalled())
-import numpy as np
-import tensorflow as tf
-
-inputs = dict(np.load({inputs!r}))
-served = tf.saved_model.load({model!r})
-outputs = {{}}
-for case in {cases!r}:
-    def arg(name):
-        return tf.constant(inputs[case + "/" + name])
-    outputs[case + "/encode"] = served.signatures["encode"](audio=arg("padded"))["latents"]
-    outputs[case + "/decode"] = served.signatures["decode"](latents=arg("latents"), noise=arg("decode_noise"))["audio"]
-    outputs[case + "/autoencode"] = served.signatures["autoencode"](audio=arg("audio"), noise=arg("noise"))["audio"]
-    outputs[case + "/serving_default"] = served.signatures["serving_default"](
-        audio=arg("audio"), noise=arg("noise"))["audio"]
-    outputs[case + "/separate"] = served.signatures["separate"](
-        mixture=arg("mixture"), accompaniment=arg("accompaniment"), noise=arg("noise"))["target"]
-np.savez({outputs!r}, **{{k: v.numpy() for k, v in outputs.items()}})
-
-case = {cases!r}[0]
-audio, noise, latents = inputs[case + "/audio"], inputs[case + "/noise"], inputs[case + "/latents"]
-bad = dict(
-    encode_rank3=("encode", dict(audio=audio[:, None])),
-    encode_rank1=("encode", dict(audio=audio[0])),
-    autoencode_noise_rank3=("autoencode", dict(audio=audio, noise=noise[..., 0])),
-    decode_latents_rank2=("decode", dict(latents=latents[0], noise=inputs[case + "/decode_noise"])),
-    decode_wrong_channels=("decode", dict(latents=latents[..., :-1], noise=inputs[case + "/decode_noise"])),
-    encode_too_short=("encode", dict(audio=audio[:, :100])),
-    autoencode_wrong_noise_length=("autoencode", dict(audio=audio, noise=noise[:, :-8])),
-    separate_shape_mismatch=("separate", dict(mixture=audio, accompaniment=audio[:, :-1], noise=noise)),
-    encode_nan=("encode", dict(audio=np.full_like(audio, np.nan))),
-)
-errors = {{}}
-for label, (name, kwargs) in bad.items():
-    try:
-        served.signatures[name](**{{k: tf.constant(v) for k, v in kwargs.items()}})
-        errors[label] = None
-    except Exception as error:
-        errors[label] = type(error).__name__ + ": " + str(error)[:2000]
-modules = sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "keras_lincae", "tf_keras"))
-json.dump(dict(modules=modules, errors=errors, signatures=sorted(served.signatures)), open({report!r}, "w"))
-"""
+TF_ONLY_CLIENT = os.path.join(ROOT, "keras_lincae", "testing", "tf_only_client.py")  # run with `python -I`
 
 
 def run(command, backend=None, **kwargs):
@@ -142,10 +76,9 @@ def workdir(tmp_path_factory):
 def presets(workdir):
     """Tiny presets saved by a jax- and by a torch-built model (two processes at once)."""
     paths = {b: str(workdir / f"preset_{b}") for b in ("jax", "torch")}
-    source = inspect.getsource(randomize_weights)  # conftest itself would import torch
     procs = {
         b: subprocess.Popen(
-            [sys.executable, "-c", SAVE_PRESET.format(randomize_weights=source, seed=seed, path=paths[b])],
+            [sys.executable, "-m", "keras_lincae.testing.save_random_preset", paths[b], "--seed", str(seed)],
             env=dict(QUIET_ENV, KERAS_BACKEND=b), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for seed, b in enumerate(paths, start=1)
@@ -224,10 +157,8 @@ def tf_only(workdir, exports, cases):
     inputs = str(workdir / "inputs.npz")
     np.savez(inputs, **{f"{c}/{k}": v for c, d in cases.items() for k, v in d["inputs"].items()})
     outputs, report = str(workdir / "outputs.npz"), str(workdir / "report.json")
-    script = TF_ONLY_CLIENT.format(
-        inputs=inputs, model=exports["main"], cases=list(cases), outputs=outputs, report=report
-    )
-    check(run([sys.executable, "-I", "-c", script], cwd=str(workdir)))
+    check(run([sys.executable, "-I", TF_ONLY_CLIENT, inputs, exports["main"], outputs, report, *cases],
+              cwd=str(workdir)))
     with open(report) as f:
         result = json.load(f)
     result["outputs"] = dict(np.load(outputs))
@@ -404,35 +335,14 @@ def test_corrupt_preset_is_refused(workdir, presets):
     assert not os.path.isdir(model_dir) or os.listdir(model_dir) == []  # nothing half-written
 
 
-FRONTEND_DYNAMIC_LENGTH = """
-import numpy as np
-import tensorflow as tf
-from keras_lincae.layers.frontend import ScaledComplexSTFT
-
-def check(audio):
-    fe = ScaledComplexSTFT(hop_size=128, n_fft_factor=4, alpha_rescale=0.65, beta_rescale=0.34, sample_rate=44100)
-    fwd = tf.function(fe.to_representation, input_signature=[tf.TensorSpec((None, None), tf.float32)])
-    inv = tf.function(fe.to_waveform, input_signature=[tf.TensorSpec((None, None, 256, 2), tf.float32)])
-    rep, static_rep = fwd(audio).numpy(), fe.to_representation(audio).numpy()
-    assert rep.shape == static_rep.shape == (2, fe.num_frames(audio.shape[1]), 256, 2), rep.shape
-    assert np.array_equal(rep, static_rep)
-    wave, static_wave = inv(rep).numpy(), fe.to_waveform(rep).numpy()
-    assert wave.shape == static_wave.shape == (2, fe.num_samples(rep.shape[1])), wave.shape
-    error = np.abs(wave - static_wave).max() / np.abs(static_wave).max()
-    print(f"relative_error={float(error)!r}")
-    return error
-"""
-
-
-def test_frontend_traces_with_unknown_length():
+def test_frontend_traces_with_unknown_length(tmp_path):
     """The frontend's dynamic-length path (what the export traces) equals its static path."""
     audio = music_like(128 * 13 + 57, batch=2, seed=4)
     if keras.backend.backend() == "tensorflow":
-        namespace = {}
-        exec(FRONTEND_DYNAMIC_LENGTH, namespace)
-        error = namespace["check"](audio)
+        error = traced_frontend_error(audio)
     else:
-        script = FRONTEND_DYNAMIC_LENGTH + f"\ncheck(np.array({audio.tolist()!r}, dtype='float32'))\n"
-        output = check(run([sys.executable, "-c", script], backend="tensorflow")).stdout
+        np.save(tmp_path / "audio.npy", audio)
+        command = [sys.executable, "-m", "keras_lincae.testing.frontend_trace", str(tmp_path / "audio.npy")]
+        output = check(run(command, backend="tensorflow")).stdout
         error = float(output.split("relative_error=")[-1].split()[0])
     assert error <= 1e-6

@@ -70,13 +70,7 @@ def test_overwrite_replaces_atomically(tmp_path):
     assert os.listdir(tmp_path) == ["p"]  # no staging or backup directories left behind
 
 
-_SAVE_SECOND = """
-import sys
-sys.path.insert(0, {tests!r})
-from keras_lincae.testing.helpers import randomize_weights
-from keras_lincae import LinCAE
-randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=2).save_to_preset({path!r}, overwrite=True)
-"""
+_SAVE_SECOND = [sys.executable, "-m", "keras_lincae.testing.save_random_preset", "--seed", "2", "--overwrite"]
 
 
 @pytest.mark.parametrize("stage", ["staged_weights", "between_renames"])
@@ -93,8 +87,7 @@ def test_killed_save_leaves_previous_preset_intact(tmp_path, stage):
     path = str(tmp_path / "p")
     first.save_to_preset(path)
     env = dict(os.environ, KERAS_LINCAE_PRESET_PAUSE=f"{stage}:120")
-    code = _SAVE_SECOND.format(tests=os.path.dirname(os.path.abspath(__file__)), path=path)
-    child = subprocess.Popen([sys.executable, "-c", code], env=env)
+    child = subprocess.Popen([*_SAVE_SECOND, path], env=env)
     marker = {"staged_weights": f"{tmp_path}/.p.staging-*/{WEIGHTS_FILE}", "between_renames": f"{tmp_path}/.p.old-*/preset"}[stage]
     deadline = time.time() + 300
     while not glob.glob(marker):
@@ -236,8 +229,7 @@ def test_load_during_a_saves_renames_waits_and_the_save_succeeds(tmp_path):
     first = randomize_weights(LinCAE.from_preset("lin_cae_tiny", load_weights=False), seed=1)
     path = first.save_to_preset(str(tmp_path / "p"))
     env = dict(os.environ, KERAS_LINCAE_PRESET_PAUSE="between_renames:3")
-    code = _SAVE_SECOND.format(tests=os.path.dirname(os.path.abspath(__file__)), path=path)
-    child = subprocess.Popen([sys.executable, "-c", code], env=env)
+    child = subprocess.Popen([*_SAVE_SECOND, path], env=env)
     deadline = time.time() + 300
     while not glob.glob(f"{tmp_path}/.p.old-*/preset"):
         assert child.poll() is None, "the saving process ended before reaching the pause"

@@ -198,14 +198,10 @@ def test_python_input_pipeline_trains_without_tensorflow(tmp_path, jax_cache):
     a run time-limited after one step and resumed ends like the uninterrupted run."""
     python_pipeline = FAST + ["--set", "input_pipeline=python", "--set", "data_reader=memory"]
     whole = str(tmp_path / "whole")
-    block_tf = keras.backend.backend() != "tensorflow"
-    script = "\n".join([
-        "import runpy, sys",
-        "sys.modules['tensorflow'] = None" if block_tf else "",  # `import tensorflow` now raises
-        f"sys.argv = {['train.py', *python_pipeline, '--out', whole]!r}",
-        f"runpy.run_path({os.path.join(REPO, 'recipes', 'train.py')!r}, run_name='__main__')",
-    ])
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=dict(os.environ, **jax_cache),
+    block_tf = ["--block", "tensorflow"] if keras.backend.backend() != "tensorflow" else []
+    command = [sys.executable, "-m", "keras_lincae.testing.run_blocked", *block_tf,
+               os.path.join(REPO, "recipes", "train.py"), *python_pipeline, "--out", whole]
+    done = subprocess.run(command, cwd=REPO, env=dict(os.environ, **jax_cache),
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert os.path.isdir(os.path.join(whole, "preset"))

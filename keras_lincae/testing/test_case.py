@@ -25,6 +25,7 @@ def run_layer_test(
     expected_num_non_trainable_weights=None,
     mixed_precision_policy="mixed_bfloat16",
     mixed_precision_tolerance=0.05,
+    expected_mixed_output_dtype=None,
     randomize=True,
     seed=0,
 ):
@@ -42,6 +43,8 @@ def run_layer_test(
         mixed_precision_policy: the policy of the mixed-precision call (None to skip it).
         mixed_precision_tolerance: largest relative L2 distance of each mixed-precision
             output from the float32 output (same weights).
+        expected_mixed_output_dtype: dtype of the mixed-precision outputs; None: the
+            layer's compute dtype under that policy (e.g. "bfloat16").
         randomize: give every weight a non-trivial value first (`randomize_weights`),
             so zero-initialised output layers do not hide anything.
         seed: the seed of `randomize_weights`.
@@ -90,7 +93,7 @@ def run_layer_test(
 
     if mixed_precision_policy:
         _check_mixed_precision(layer_cls, init_kwargs, layer, inputs, call_kwargs, outputs,
-                               mixed_precision_policy, mixed_precision_tolerance)
+                               mixed_precision_policy, mixed_precision_tolerance, expected_mixed_output_dtype)
     return layer, outputs
 
 
@@ -126,7 +129,8 @@ def _wrap_in_model(layer, inputs, call_kwargs):
     return keras.Model(symbolic, layer(*symbolic, **call_kwargs))
 
 
-def _check_mixed_precision(layer_cls, init_kwargs, layer, inputs, call_kwargs, outputs, policy, tolerance):
+def _check_mixed_precision(layer_cls, init_kwargs, layer, inputs, call_kwargs, outputs, policy, tolerance,
+                           expected_dtype):
     """The layer built under `policy` (same weights) against the float32 outputs."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
@@ -139,9 +143,10 @@ def _check_mixed_precision(layer_cls, init_kwargs, layer, inputs, call_kwargs, o
     for variable in mixed.weights:
         assert keras.backend.standardize_dtype(variable.dtype) == "float32", variable.path
     mixed_outputs = _as_list(mixed(*inputs, **call_kwargs))
+    expected_dtype = expected_dtype or mixed.compute_dtype
     for i, (low, full) in enumerate(zip(mixed_outputs, _as_list(outputs))):
         dtype = keras.backend.standardize_dtype(low.dtype)
-        assert dtype == mixed.compute_dtype, f"{policy} output {i}: dtype {dtype}, expected {mixed.compute_dtype}"
+        assert dtype == expected_dtype, f"{policy} output {i}: dtype {dtype}, expected {expected_dtype}"
         low, full = to_numpy(low).astype("float64"), to_numpy(full).astype("float64")
         assert np.isfinite(low).all(), f"{policy} output {i} is not finite"
         error = np.linalg.norm(low - full) / max(np.linalg.norm(full), 1e-12)
