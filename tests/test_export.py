@@ -289,15 +289,16 @@ def test_bad_arguments_and_missing_preset(workdir, presets):
 @pytest.mark.parametrize("case", ["file", "read-only"])
 def test_unusable_out_dir_is_refused_before_the_archive_is_built(tmp_path, monkeypatch, capsys, case):
     """By the library (naming `out_dir`) and the command line (one line, exit status 2)."""
-    from keras_lincae import export
+    from keras_lincae import entry, export
+    from keras_lincae.export import saved_model
 
     def too_late(*args, **kwargs):
         raise AssertionError("OUT_DIR must be checked before the model is loaded or traced")
 
-    monkeypatch.setattr(export, "build_export_archive", too_late)
+    monkeypatch.setattr(saved_model, "build_export_archive", too_late)
     monkeypatch.setattr(LinCAE, "from_preset", too_late)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # the command line sets these two: restored after
-    monkeypatch.setattr(export.entry, "_debug", False)
+    monkeypatch.setattr(entry, "_debug", False)
     out = tmp_path / "out"
     if case == "file":
         out.write_text("not a folder")
