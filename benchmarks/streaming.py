@@ -24,13 +24,15 @@ def load():
 
 
 def model_and_song(seconds, seed=0):
+    from keras import ops
+
     from keras_lincae import LinCAE
     from keras_lincae.data.synth import generate_song
 
     model = LinCAE.from_preset("lin_cae_small")
     audio = generate_song(seed, seconds=seconds)[0]["mixture"][None]
     front, back = model.autoencode_padding(audio.shape[-1])
-    latents = np.asarray(model.encode(np.pad(audio, ((0, 0), (front, back))), max_chunk_seconds=None))
+    latents = ops.convert_to_numpy(model.encode(np.pad(audio, ((0, 0), (front, back))), max_chunk_seconds=None))
     return model, audio, latents, front
 
 
@@ -65,6 +67,8 @@ def cmd_rtf(args):
 
 
 def cmd_seams(args):
+    from keras import ops
+
     from keras_lincae.evaluation.metrics import magnitude_snr
     from keras_lincae.long_audio import decode_noise
     from keras_lincae.models.chunking import default_overlap, window_starts
@@ -73,7 +77,7 @@ def cmd_seams(args):
     frames, unit = latents.shape[1], model.samples_per_latent
     edge = model.frontend.n_fft - model.hop_size
     noise = decode_noise(model, 1, frames, args.seed)
-    whole = np.asarray(model.decode(latents, noise=noise, max_chunk_seconds=None))
+    whole = ops.convert_to_numpy(model.decode(latents, noise=noise, max_chunk_seconds=None))
     streamed, _, _ = stream(model, latents, args.chunk, seed=args.seed)
     starts = window_starts(frames, args.chunk, default_overlap(args.chunk))
     borders = [(starts[i] * unit + edge + (starts[i - 1] + args.chunk) * unit) // 2 for i in range(1, len(starts))]

@@ -2,11 +2,11 @@
 
 `LatentStreamer` decodes windows of `chunk` latent frames that overlap by `overlap` frames and
 crossfades them with `models.chunking.crossfade_weights`, the formula `LinCAE.decode` uses for
-latents longer than its chunk. The last window ends on the last frame, as there. So streaming `frames` in
-packets of any sizes gives the audio of
-`model.decode(frames, noise=decode_noise(model, items, n, seed), max_chunk_seconds=...)` whose
-chunk is `chunk` frames, up to float rounding (`keras_lincae.long_audio.decode_noise`: noise
-drawn per latent frame from `(seed, item, frame)`, so it does not depend on the packets).
+latents longer than its chunk; the last window ends on the last frame, as there. So `n` frames
+streamed in packets of any sizes give the audio of `model.decode(frames, noise=decode_noise(model,
+items, n, seed), max_chunk_seconds=chunk * samples_per_latent / sample_rate)` up to float
+rounding (`long_audio.decode_noise` draws noise per latent frame from `(seed, item, frame)`, so
+it does not depend on the packets).
 
 Latency: the first block comes once `chunk` frames have arrived (or at `close`); from then on
 the output runs `chunk` latent frames behind the input, minus `n_fft - hop_size` samples.
