@@ -110,7 +110,8 @@ def test_official_preset_downloads_converts_once_and_loads_offline(official, tmp
         outcome, _ = _load(tmp_path, hub.url, ["lin_cae"], audio)
         assert outcome["lin_cae"].startswith("RuntimeError: The weights of built-in preset 'lin_cae'")
         assert "RemoteProtocolError" in outcome["lin_cae"]
-        assert (f"bytes={size // 2}-") in {r for _, path, r in hub.requests if path.endswith(WEIGHTS)}  # resumed
+        resumed = [r for _, path, r in hub.requests if path.endswith(WEIGHTS) and r]
+        assert resumed and all(r.startswith("bytes=") for r in resumed)  # the client resumed, in vain
         assert _converted_files(tmp_path) == []
         del hub.cut_at[WEIGHTS]
 
@@ -120,11 +121,11 @@ def test_official_preset_downloads_converts_once_and_loads_offline(official, tmp
         assert _converted_files(tmp_path) == []
         hub.corrupt.clear()
 
-        before = len(hub.requests)
+        before = len(hub.file_requests())
         outcome, first = _load(tmp_path, hub.url, ["lin_cae"], audio, noise)
         assert outcome == {"lin_cae": "ok"}, outcome
-        assert hub.file_requests()[-1] == f"{presets.OFFICIAL_HF_REPO}/{WEIGHTS}"  # the removed file, again
-        assert len(hub.requests) - before <= 5  # repo info, tree, the weights' HEAD and GET, the check
+        # Only the removed file is fetched again; the others come from the Hugging Face cache.
+        assert hub.file_requests()[before:] == [f"{presets.OFFICIAL_HF_REPO}/{WEIGHTS}"]
         assert not any("README" in path for _, path, _ in hub.requests)  # outside the folder
     assert first["scale0"] == 33.0
     assert _relative_error(first["latents0"], expected) <= PARITY
