@@ -9,6 +9,7 @@ random weights from the official package, 233 MB, in the real file names) so the
 conversion and cache run as for the real release; the audio is 0.5 s to keep the encode cheap.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -28,8 +29,9 @@ OFFICIAL_FOLDER = presets.BUILTIN_PRESETS["lin_cae"]["official_folder"]
 WEIGHTS = f"{OFFICIAL_FOLDER}/{RELEASE_FILES['weights']}"
 
 # Loads each source given on the command line (a fresh process reads HF_* as a user's would);
-# prints `ok SOURCE` or `error SOURCE TYPE: MESSAGE`, and saves latents (and a one-step decode).
+# prints `ok SOURCE` or `error SOURCE "TYPE: MESSAGE"` (JSON), saves latents (and a one-step decode).
 _LOAD = """
+import json
 import sys
 import numpy as np
 from keras_lincae import LinCAE
@@ -39,7 +41,7 @@ for i, source in enumerate(sys.argv[3:]):
     try:
         model = LinCAE.from_preset(source)
     except Exception as error:
-        print("error", source, f"{type(error).__name__}: {error}", flush=True)
+        print("error", source, json.dumps(f"{type(error).__name__}: {error}"), flush=True)
         continue
     out[f"latents{i}"] = to_numpy(model.encode(inputs["audio"]))
     if "noise" in inputs:
@@ -51,7 +53,8 @@ np.savez(sys.argv[2], **out)
 
 
 def _load(tmp_path, hub_url, sources, audio, noise=None, offline=False):
-    """Run `_LOAD` on `sources` -> `(outcomes {source: "ok" or the error line}, saved arrays)`."""
+    """Run `_LOAD` on `sources` -> `(outcomes {source: "ok" or the error}, saved arrays)`; every
+    error must be one line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env.update(HF_HOME=str(tmp_path / "hf"), KERAS_LINCAE_CACHE=str(tmp_path / "cache"),
                HF_ENDPOINT=hub_url, HF_HUB_OFFLINE="1" if offline else "0",
@@ -66,7 +69,8 @@ def _load(tmp_path, hub_url, sources, audio, noise=None, offline=False):
     for line in run.stdout.splitlines():
         status, source, *message = line.split(" ", 2)
         if status in ("ok", "error") and source in sources:
-            outcomes[source] = "ok" if status == "ok" else message[0]
+            outcomes[source] = "ok" if status == "ok" else json.loads(message[0])
+            assert "\n" not in outcomes[source], outcomes[source]
     assert sorted(outcomes) == sorted(sources), run.stdout + run.stderr[-3000:]
     return outcomes, dict(np.load(out))
 
