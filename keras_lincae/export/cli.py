@@ -63,6 +63,8 @@ def export(preset, out_dir, format="saved_model", name="lincae", version=1, step
     from keras_lincae.export import portable, saved_model
 
     model = preset if isinstance(preset, LinCAE) else LinCAE.from_preset(preset)
+    if not model.built:  # variables must exist before tracing
+        model.build()
     info = export_info(model, format, steps)
     if isinstance(preset, (str, os.PathLike)):
         info["preset"] = os.fspath(preset)
