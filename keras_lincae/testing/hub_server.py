@@ -62,8 +62,9 @@ class HubServer:
     def __init__(self, repos):
         self.repos = {repo: _describe_repo(folder) for repo, folder in repos.items()}
         self.requests, self.cut_at, self.corrupt = [], {}, set()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
         self._server.daemon_threads = True
+        self._server.hub = self
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -90,17 +91,8 @@ class HubServer:
         return found
 
 
-def _handler_class(hub):
-    class Handler(_HubHandler):
-        pass
-
-    Handler.hub = hub
-    return Handler
-
-
 class _HubHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the client expects
-    hub = None
 
     def log_message(self, *args):
         pass
@@ -113,7 +105,7 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------------------- routing
     def _dispatch(self, body):
-        self.hub.requests.append((self.command, self.path, self.headers.get("Range")))
+        self.server.hub.requests.append((self.command, self.path, self.headers.get("Range")))
         url = urllib.parse.urlsplit(self.path)
         parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] in ("revision", "tree"):
@@ -139,10 +131,10 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
 
     def _repo(self, repo, rev):
         """`(commit, files)` of `repo` at `rev`, or `(None, None)` after answering 404."""
-        if repo not in self.hub.repos:
+        if repo not in self.server.hub.repos:
             self._error(404, "RepoNotFound")
             return None, None
-        commit, files = self.hub.repos[repo]
+        commit, files = self.server.hub.repos[repo]
         if rev not in ("main", commit):
             self._error(404, "RevisionNotFound")
             return None, None
@@ -202,13 +194,13 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if not body:
             return
-        end = min(size, self.hub.cut_at.get(path, size))
+        end = min(size, self.server.hub.cut_at.get(path, size))
         with open(entry["local"], "rb") as f:
             f.seek(start)
             position = start
             while position < end:
                 chunk = f.read(min(CHUNK, end - position))
-                if path in self.hub.corrupt:
+                if path in self.server.hub.corrupt:
                     chunk = bytes(255 - b for b in chunk[:64]) + chunk[64:]
                 self.wfile.write(chunk)
                 position += len(chunk)
