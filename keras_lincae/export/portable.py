@@ -95,7 +95,8 @@ class _Endpoint(keras.Model):
         self.fn = fn
 
     def call(self, inputs, training=None):
-        return self.fn(*inputs)
+        """`inputs`: the one input tensor, or the list of them (as tf2onnx traces a Keras model)."""
+        return self.fn(*(inputs if isinstance(inputs, (list, tuple)) else [inputs]))
 
 
 def write_onnx(model, directory, opset=None):
