@@ -162,12 +162,16 @@ def _tfio_module():
     return tfio
 
 
+_TFIO_LOCK = threading.Lock()  # tensorflow-io 0.37 decoding files in parallel threads aborts TensorFlow
+
+
 def _open_tfio(path):
     tfio = _tfio_module()
     try:
-        audio = tfio.audio.AudioIOTensor(path)
-        data = audio.to_tensor().numpy()  # (samples, channels)
-        rate = int(audio.rate.numpy())
+        with _TFIO_LOCK:
+            audio = tfio.audio.AudioIOTensor(path)
+            data = audio.to_tensor().numpy()  # (samples, channels)
+            rate = int(audio.rate.numpy())
     except Exception as e:
         raise AudioDecodeError(f"cannot decode audio file {path}: {e}") from e
     return _ArrayReader(data.T, rate)
