@@ -14,7 +14,7 @@ holding the same (random, converted) weights:
    1-step sampler with explicit noise) under `torch.inference_mode` with
    `torch.set_num_threads(os.cpu_count())`; its outputs are the numerical reference.
 3. one subprocess per Keras backend (KERAS_BACKEND is fixed per process): load the
-   preset, warm up once (compiles: `jax.jit` / `tf.function`; eager `no_grad` on torch),
+   preset, warm up once (compiles: `jax.jit` / `tf.function`; eager `inference_mode` on torch),
    then time `encode(audio)` and `decode(official_latents, noise=noise)`.
 
 On a GPU every model runs there (the official one is moved with `.to("cuda")`; Keras places

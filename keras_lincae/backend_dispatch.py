@@ -13,7 +13,8 @@ def prefers_channels_first_conv():
 
 def compile_inference_function(model, fn):
     """Compile `fn(*tensors)` that reads `model`'s variables: `jax.jit` (stateless),
-    `tf.function`, or `torch.no_grad` eager on torch. Returns a callable with the same signature."""
+    `tf.function`, or eager `torch.inference_mode` on torch (`torch.compile` warms up for minutes
+    with no gain: benchmarks/README.md). Returns a callable with the same signature."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -31,11 +32,12 @@ def compile_inference_function(model, fn):
     if backend == "torch":
         import torch
 
-        def no_grad(*args):
-            with torch.no_grad():
-                return fn(*args)
+        def inference_mode(*args):
+            with torch.inference_mode():  # cheaper than no_grad: no view or version tracking
+                outputs = fn(*args)
+            return keras.tree.map_structure(torch.clone, outputs)  # plain tensors, usable by autograd
 
-        return no_grad
+        return inference_mode
     return fn
 
 
