@@ -9,6 +9,31 @@ from keras_lincae.backend_dispatch import prefers_channels_first_conv
 PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
+def pad_spatial(x, padding, mode):
+    """Pad the spatial axes of channels-last `x` by `padding[i]` on both sides, PyTorch `mode`.
+
+    "zeros"/"reflect" use `ops.pad`; "replicate"/"circular" are built from slices, which
+    `ops.pad` supports only on jax.
+    """
+    for axis, p in enumerate(padding, start=1):
+        if p == 0:
+            continue
+        if mode in ("zeros", "reflect"):
+            pads = [(0, 0)] * len(x.shape)
+            pads[axis] = (p, p)
+            x = ops.pad(x, pads, mode=PADDING_MODES[mode])
+            continue
+        size = x.shape[axis]
+        take = lambda start, stop: ops.take(x, ops.arange(start, stop), axis=axis)  # noqa: E731
+        if mode == "replicate":
+            front = ops.repeat(take(0, 1), p, axis=axis)
+            back = ops.repeat(take(size - 1, size), p, axis=axis)
+        else:
+            front, back = take(size - p, size), take(0, p)
+        x = ops.concatenate([front, x, back], axis=axis)
+    return x
+
+
 @keras.saving.register_keras_serializable(package="keras_lincae")
 class TorchUniform(keras.initializers.Initializer):
     """PyTorch's default init, drawn with NumPy's global generator (seeded by
@@ -109,8 +134,7 @@ class PaddedConv(keras.layers.Layer):
 
     def call(self, x):
         if not self._native_same and any(self.padding):
-            pads = [(0, 0)] + [(p, p) for p in self.padding] + [(0, 0)]
-            x = ops.pad(x, pads, mode=PADDING_MODES[self.padding_mode])
+            x = pad_spatial(x, self.padding, self.padding_mode)
         if not prefers_channels_first_conv():
             return self.conv(x)
         # Convolve a channels-first view of the channels-last tensor: the backend's conv
