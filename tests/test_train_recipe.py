@@ -24,7 +24,7 @@ import yaml
 from keras_lincae.training import config as tc
 from keras_lincae.training.builders import build_model
 from keras_lincae.training.checkpoint import Checkpointer
-from keras_lincae.training.distribute import check_distribution
+from keras_lincae.backend_dispatch.distribute import check_distribution
 from keras_lincae.training.trainer import Trainer
 from keras_lincae.testing.compilation_cache import jax_compilation_cache
 
@@ -326,7 +326,7 @@ def test_distribution_flags_are_checked_per_backend():
         check_distribution("horovod")
     if keras.backend.backend() == "torch":
         with pytest.raises(RuntimeError, match="torchrun"):
-            from keras_lincae.training.distribute import setup_distribution
+            from keras_lincae.backend_dispatch.distribute import setup_distribution
 
             env = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE") if k in os.environ}
             try:

@@ -3,7 +3,7 @@
 `recipes/train.py` is a thin command line over `train(config, run_dir, resume)`. One model
 definition (`LinCAE`, whose `compute_loss` holds the whole objective) is trained with
 `model.fit` on every backend; what changes per backend is the distribution engine
-(`keras_lincae.training.distribute`).
+(`keras_lincae.backend_dispatch.distribute`).
 
 Run directory layout::
 
@@ -28,7 +28,7 @@ from keras_lincae.training.builders import (build_dataset, build_model, build_op
 from keras_lincae.training.callbacks import CheckpointCallback, TrainingMonitor
 from keras_lincae.training.checkpoint import Checkpointer
 from keras_lincae.training.config import SAVED_CONFIG, write_yaml
-from keras_lincae.training.distribute import setup_distribution
+from keras_lincae.backend_dispatch.distribute import setup_distribution
 
 
 class Trainer:

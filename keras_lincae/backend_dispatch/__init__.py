@@ -1,4 +1,7 @@
-"""The one place that knows about backends: compiling inference functions, training inputs."""
+"""The one place that knows about backends: compiling inference functions, training inputs.
+
+Distribution engines (one per backend) are in `keras_lincae.backend_dispatch.distribute`.
+"""
 
 import contextlib
 
