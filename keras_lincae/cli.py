@@ -312,6 +312,8 @@ def _combine(args, paths, gains, progress, first_sets_length=False):
     from keras_lincae import arithmetic
 
     suffix = check_paths(args.output, tuple(AUDIO_OUTPUTS) + (LATENT_SUFFIX,), paths, args.overwrite)
+    if suffix == LATENT_SUFFIX and (args.stream or args.sample_rate is not None):
+        raise CliError(f"--stream and --sample-rate apply to audio outputs; {args.output} gets latents")
     gains = arithmetic._check_gains(gains, len(paths))
     latent_inputs = {p: read_latents(p) for p in paths if is_latent_file(p)}
     preset = _pick_preset(args, [stored for _, stored in latent_inputs.values()])

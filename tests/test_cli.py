@@ -101,6 +101,10 @@ def test_mix_separate_scale_equal_api(model, tmp_path, capsys):
     separated, _ = sf.read(tmp_path / "s.wav", always_2d=True, dtype="float32")
     reference = decode_long(model, arithmetic.separate(zu, zv), seed=3, batch_size=4)[0].T
     np.testing.assert_allclose(separated, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+    # --stream writes the same audio block by block.
+    code, _, err = _run(capsys, "separate", fu, tmp_path / "v.npz", "-o", tmp_path / "ss.wav", "--stream", *FAST)
+    assert code == 0, err
+    np.testing.assert_array_equal(sf.read(tmp_path / "ss.wav", always_2d=True, dtype="float32")[0], separated)
     # scale from a latent file.
     code, _, err = _run(capsys, "scale", tmp_path / "v.npz", "--gain", "2", "-o", tmp_path / "sc.npz", *FAST)
     assert code == 0, err
@@ -183,6 +187,8 @@ BAD_CALLS = [
     (["scale", "{garbage}", "--gain", "2"], "o.wav", "cannot decode"),
     (["scale", "{empty}", "--gain", "2"], "o.wav", "empty"),
     (["scale", "{good}", "--gain", "2", "--preset", "no_such_preset"], "o.wav", "Unknown preset"),
+    (["scale", "{latents}", "--gain", "2", "--stream"], "o.npz", "--stream and --sample-rate apply to audio outputs"),
+    (["mix", "{good}", "{latents}", "--sample-rate", "48000"], "o.npz", "apply to audio outputs; .*o.npz gets latents"),
 ]
 
 
