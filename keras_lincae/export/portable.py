@@ -94,9 +94,11 @@ class _Endpoint(keras.Model):
         self.lincae = lincae
         self.fn = fn
 
-    def call(self, inputs, training=None):
-        """`inputs`: the one input tensor, or the list of them (as tf2onnx traces a Keras model)."""
-        return self.fn(*(inputs if isinstance(inputs, (list, tuple)) else [inputs]))
+    def call(self, *inputs, training=None):
+        """`inputs`: the input tensors, positional or as one list (tf2onnx traces both ways)."""
+        if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            inputs = inputs[0]
+        return self.fn(*inputs)
 
 
 def write_onnx(model, directory, opset=None):
@@ -104,6 +106,7 @@ def write_onnx(model, directory, opset=None):
     try:
         import onnx
         import tf2onnx
+        import tf2onnx.optimizer  # tf2onnx loads its submodules lazily
     except ImportError as error:
         raise ImportError(f"the onnx export needs tf2onnx and onnx (pip install 'keras-lincae[export]'): {error}")
     # tf2onnx's back-to-back Reshape merge mis-handles the `0` (copy this axis) of the
@@ -123,15 +126,33 @@ def write_onnx(model, directory, opset=None):
 
 def write_litert(model, directory):
     """Write `lincae.tflite` (signatures `encode`, `decode`; TFLite builtin ops only) to `directory`."""
-    import tensorflow as tf
+    import tempfile
 
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    # Converted with its variables, the model keeps them as TFLite resource variables that
+    # the interpreter never initialises (NaN outputs), so each function is frozen first and
+    # reaches the converter through a SavedModel without variables.
+    signatures = {}
     with dft_as_matmul():
-        functions = [
-            tf.function(fn, autograph=False).get_concrete_function(*signature)
-            for fn, signature in portable_functions(model).values()
-        ]
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, model)
+        for name, (fn, signature) in portable_functions(model).items():
+            traced = tf.function(fn, autograph=False).get_concrete_function(*signature)
+            call = _packed(convert_variables_to_constants_v2(traced), traced.structured_outputs)
+            signatures[name] = tf.function(call, input_signature=signature, autograph=False).get_concrete_function()
+    with tempfile.TemporaryDirectory() as saved:
+        # The frozen graphs keep the custom-gradient ops of `silu`, which SavedModel cannot save.
+        options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+        tf.saved_model.save(tf.Module(), saved, signatures=signatures, options=options)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(signatures))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         flatbuffer = converter.convert()
     with open(os.path.join(directory, LITERT_FILE), "wb") as f:
         f.write(flatbuffer)
+
+
+def _packed(frozen, structure):
+    """`frozen` (a frozen concrete function, flat outputs) returning the nest `structure`."""
+    import tensorflow as tf
+
+    return lambda *inputs: tf.nest.pack_sequence_as(structure, frozen(*inputs))
