@@ -2,10 +2,12 @@
 
     python benchmarks/streaming.py rtf --chunks 8 16 32          # real-time factor per window size
     python benchmarks/streaming.py seams --chunk 16              # stream vs whole-file decode, same noise
-    python benchmarks/streaming.py memory --minutes 1 --chunk 8  # peak RSS (run 1 and 10 in two processes)
+    python benchmarks/streaming.py memory --minutes 1 --chunk 16 # peak RSS (run 1 and 10 in two processes)
 
 Uses the shipped `lin_cae_small` preset. `rtf` and `seams` run on a generated song
-(`keras_lincae.data.synth.generate_song`), encoded whole; frames are pushed one at a time.
+(`keras_lincae.data.synth.generate_song`), encoded whole; frames are pushed one at a time. `seams`
+also prints the noise floor (two whole-file decodes with different noise) and the difference to
+`LinCAE.decode` with the same windows (should be 0).
 `memory` streams random latents (memory does not depend on their values) straight into a WAV
 file with `cli_io.write_audio_blocks`, as `lincae decode --stream` does. Every result line
 starts with the load average, because the machine may be shared.
@@ -78,6 +80,10 @@ def cmd_seams(args):
     edge = model.frontend.n_fft - model.hop_size
     noise = decode_noise(model, 1, frames, args.seed)
     whole = ops.convert_to_numpy(model.decode(latents, noise=noise, max_chunk_seconds=None))
+    other_noise = ops.convert_to_numpy(
+        model.decode(latents, noise=decode_noise(model, 1, frames, args.seed + 1), max_chunk_seconds=None))
+    same_windows = ops.convert_to_numpy(
+        model.decode(latents, noise=noise, max_chunk_seconds=args.chunk * unit / model.sample_rate))
     streamed, _, _ = stream(model, latents, args.chunk, seed=args.seed)
     starts = window_starts(frames, args.chunk, default_overlap(args.chunk))
     borders = [(starts[i] * unit + edge + (starts[i - 1] + args.chunk) * unit) // 2 for i in range(1, len(starts))]
@@ -93,14 +99,16 @@ def cmd_seams(args):
     print(f"{load()} | song {args.seconds:.0f} s, chunk {args.chunk}, {len(borders)} borders, "
           f"segments {args.segment} samples")
     for name, estimate, reference in (("stream vs whole decode", streamed, whole),
+                                      ("whole, other noise (floor)", other_noise, whole),
                                       ("stream vs original", streamed, original),
                                       ("whole decode vs original", whole, original)):
         at, away = snr(estimate, reference, borders), snr(estimate, reference, middles)
-        print(f"  {name:26s} magnitude-SNR dB at borders median {np.median(at):6.2f} min {at.min():6.2f} | "
-              f"elsewhere median {np.median(away):6.2f} min {away.min():6.2f}")
+        print(f"  {name:26s} magnitude-SNR dB at borders mean {at.mean():6.2f} median {np.median(at):6.2f} min "
+              f"{at.min():6.2f} | elsewhere mean {away.mean():6.2f} median {np.median(away):6.2f} min {away.min():6.2f}")
     full = float(magnitude_snr(streamed[0], whole[0]))
     print(f"  whole signal: stream vs whole decode {full:.2f} dB, max abs difference "
-          f"{np.abs(streamed - whole).max():.4f} (peak {np.abs(whole).max():.3f})")
+          f"{np.abs(streamed - whole).max():.4f} (peak {np.abs(whole).max():.3f}); stream vs `decode` with the "
+          f"same windows: max abs difference {np.abs(streamed - same_windows).max():.1e}")
 
 
 def cmd_memory(args):
@@ -119,13 +127,15 @@ def cmd_memory(args):
     warm.close()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     streamer = LatentStreamer(model, chunk=args.chunk, seed=0)
-    held = []
+    held, quarters = [], []  # buffered() after each push; peak RSS after each quarter of the stream
 
     def blocks():
         for first in range(0, frames, args.packet):
             n = min(args.packet, frames - first)
             yield streamer.push(rng.uniform(-1, 1, (1, n, model.latent_channels)).astype("float32"))[0][None]
             held.append(streamer.buffered())
+            if len(held) % max(1, -(-frames // args.packet) // 4) == 0:
+                quarters.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         yield streamer.close()[0][None]
 
     start = time.perf_counter()
@@ -136,7 +146,8 @@ def cmd_memory(args):
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{load()} | {args.minutes:g} min = {frames} frames, chunk {args.chunk} | peak RSS after warm-up "
-          f"{before:.0f} MiB, at the end {peak:.0f} MiB | most held: {max(h[0] for h in held)} frames, "
+          f"{before:.0f} MiB, after each quarter {' '.join(f'{q:.0f}' for q in quarters[:4])}, at the end "
+          f"{peak:.0f} MiB | most held: {max(h[0] for h in held)} frames, "
           f"{max(h[1] for h in held)} samples | WAV {written / 2**20:.0f} MiB | {seconds:.0f} s "
           f"(RTF {seconds / (frames * unit / rate):.3f})", flush=True)
 
@@ -154,7 +165,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("memory")
     p.add_argument("--minutes", type=float, default=1.0)
-    p.add_argument("--chunk", type=int, default=8)
+    p.add_argument("--chunk", type=int, default=16)
     p.add_argument("--packet", type=int, default=16)
     args = parser.parse_args()
     {"rtf": cmd_rtf, "seams": cmd_seams, "memory": cmd_memory}[args.command](args)

@@ -22,7 +22,7 @@ a temporary file `.lincae-<pid>-<random>.tmp` and renamed, so a failed run never
 file (and a killed run's temporary file is removed by the next run writing there). Bad input exits
 with status 2 and one line `lincae: error: ...` on stderr (`--debug`: with the traceback).
 `--stream` writes the audio block by block while it is decoded (`long_audio.decode_long_blocks`):
-the same file, with memory bounded by a few chunks instead of the whole output.
+the same file, with memory bounded by a few chunks instead of the whole output (audio outputs only).
 """
 
 import argparse
@@ -161,7 +161,7 @@ def build_parser():
     decode_opts.add_argument(
         "--stream", action="store_true",
         help="write the audio block by block as it is decoded (same file, bounded memory; the model's "
-             "sample rate only)",
+             "sample rate only; not for .npz outputs)",
     )
     out_help = "output file ({})"
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
