@@ -7,14 +7,16 @@
 
 ONNX: `encode.onnx` and `decode.onnx` (tf2onnx). LiteRT: `lincae.tflite` with the
 signatures `encode` and `decode` (TFLite builtin ops only, so the plain LiteRT
-interpreter runs it). Neither format has an FFT that fits the frontend (tf2onnx
-converts no `IRFFT`, TFLite has none), so the model is traced with `keras.ops.rfft` /
-`irfft` as products with DFT matrices (`dft_as_matmul`; float32, ~4e-7 relative).
+interpreter runs it; the weights are frozen into constants first). Neither format has
+an FFT that fits the frontend (tf2onnx converts no `IRFFT`, TFLite has none), so the
+model is traced with `keras.ops.rfft` / `irfft` as products with DFT matrices
+(`dft_as_matmul`; float32, ~4e-7 relative).
 Inputs are not checked in the graph. Needs the TensorFlow backend.
 """
 
 import contextlib
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -126,8 +128,6 @@ def write_onnx(model, directory, opset=None):
 
 def write_litert(model, directory):
     """Write `lincae.tflite` (signatures `encode`, `decode`; TFLite builtin ops only) to `directory`."""
-    import tempfile
-
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
