@@ -12,27 +12,14 @@ import pytest
 import torch
 from keras import ops
 
+from keras_lincae.backend_dispatch import compile_traced
 from keras_lincae.models import augment as A
 
-BACKEND = keras.backend.backend()
 TOTAL = 800000
 
 
 def np_(x):
     return ops.convert_to_numpy(x)
-
-
-def compile_fn(fn):
-    """Trace ``fn`` with the backend's compiler (torch runs eagerly)."""
-    if BACKEND == "jax":
-        import jax
-
-        return jax.jit(fn)
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn)
-    return fn
 
 
 # ----------------------------------------------------------------------------
@@ -155,7 +142,7 @@ def test_gain_range_landmarks():
 
 
 def test_gain_schedule_under_jit():
-    fn = compile_fn(lambda s: ops.stack(list(gain_range(s, TOTAL))))
+    fn = compile_traced(lambda s: ops.stack(list(gain_range(s, TOTAL))))
     outs = [np_(fn(ops.convert_to_tensor(s, "int32"))) for s in (0, 440000, 720000)]
     np.testing.assert_allclose(outs[0], [0.0, 3.0], rtol=1e-5)
     np.testing.assert_allclose(outs[1], [0.5, 2.0], rtol=1e-5)

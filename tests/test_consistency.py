@@ -11,10 +11,10 @@ from keras import ops
 from linear_cae.components.diffusion import Diffusion
 from linear_cae.components.diffusion import get_c as official_get_c
 
+from keras_lincae.backend_dispatch import compile_traced
 from keras_lincae.models import consistency as C
 from keras_lincae.models import losses
 
-BACKEND = keras.backend.backend()
 TOTAL = 800000
 GRID = (0.002, 80.0, 7.0)  # sigma_min, sigma_max, rho of lin_cae.yaml
 OFFICIAL_NOISE = GRID + (-1.1, 2.0)  # and p_mean, p_std
@@ -22,19 +22,6 @@ OFFICIAL_NOISE = GRID + (-1.1, 2.0)  # and p_mean, p_std
 
 def np_(x):
     return ops.convert_to_numpy(x)
-
-
-def compile_fn(fn):
-    """Trace ``fn`` with the backend's compiler (torch runs eagerly)."""
-    if BACKEND == "jax":
-        import jax
-
-        return jax.jit(fn)
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn)
-    return fn
 
 
 def official_diffusion():
@@ -83,7 +70,7 @@ def test_noise_index_distribution_matches_official():
 
 
 def test_noise_sampling_under_jit():
-    fn = compile_fn(lambda: C.sample_noise_indices(64, 1234, *OFFICIAL_NOISE))
+    fn = compile_traced(lambda: C.sample_noise_indices(64, 1234, *OFFICIAL_NOISE))
     out = np_(fn())
     assert out.shape == (64,) and np.all((out >= 0) & (out < 1))
 

@@ -9,22 +9,11 @@ import torch
 from keras import ops
 from linear_cae.components.ema import ExponentialMovingAverage
 
+from keras_lincae.backend_dispatch import compile_traced
 from keras_lincae.models.ema import ema_decay, ema_update
 from keras_lincae.training.schedules import WarmupDecay
 
 BACKEND = keras.backend.backend()
-
-
-def compile_fn(fn):
-    if BACKEND == "jax":
-        import jax
-
-        return jax.jit(fn)
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn)
-    return fn
 
 
 def official_lr(it, lr, final_lr, warmup, total, decay):
@@ -68,7 +57,7 @@ def test_lr_schedule_landmarks():
 
 def test_lr_schedule_under_jit_and_config():
     sched = WarmupDecay(1e-4, 1e-6, 100, 1000)
-    fn = compile_fn(lambda s: sched(s))
+    fn = compile_traced(lambda s: sched(s))
     got = [float(ops.convert_to_numpy(fn(ops.convert_to_tensor(s, "int32")))) for s in
            (0, 50, 100, 550, 999)]
     ref = [official_lr(s, 1e-4, 1e-6, 100, 1000, "cosine") for s in (0, 50, 100, 550, 999)]
@@ -153,7 +142,7 @@ def test_ema_update_formula_and_jit():
         assert d == 1.0
         np.testing.assert_array_equal(ops.convert_to_numpy(shadow[0]), before)
     # decay from a tensor step under the backend's compiler (10th update at step 100)
-    fn = compile_fn(lambda s: ops.where(
+    fn = compile_traced(lambda s: ops.where(
         ops.equal(ops.mod(s, 10), 0), ema_decay(ops.floor_divide(s, 10)), 1.0))
     vals = [float(ops.convert_to_numpy(fn(ops.convert_to_tensor(s, "int32")))) for s in
             (100, 105, 10000000)]
@@ -181,7 +170,7 @@ def test_ema_update_traced():
         out_skip = run(init, np.int32(15))
         out_upd = run(init, np.int32(20))
     else:
-        run = compile_fn(lambda step: ema_update([shadow], [w], step, every=10))
+        run = compile_traced(lambda step: ema_update([shadow], [w], step, every=10))
         run(ops.convert_to_tensor(15, "int32"))
         out_skip = ops.convert_to_numpy(shadow).copy()
         run(ops.convert_to_tensor(20, "int32"))

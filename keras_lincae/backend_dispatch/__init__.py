@@ -44,6 +44,21 @@ def compile_inference_function(model, fn):
     return fn
 
 
+def compile_traced(fn):
+    """`fn` traced by the backend's compiler: `jax.jit`, `tf.function`, or eager on torch
+    (for stateless functions of tensors, e.g. the training maths in tests)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    return fn
+
+
 def tensorflow_available():
     """True when TensorFlow imports (tf.data input pipelines, TensorBoard files)."""
     try:
