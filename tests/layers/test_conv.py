@@ -26,8 +26,10 @@ def test_layer_checks(rng, rank):
     shape = (2, 9, 6, 3)[: rank + 1] + (3,)
     kwargs = conv_kwargs(kernel_size=(3,) * rank, strides=(1,) * rank, padding=(1,) * rank)
     x = rng.standard_normal(shape).astype("float32")
-    run_layer_test(PaddedConv, kwargs, x, expected_output_shape=shape[:-1] + (4,),
+    _, outputs = run_layer_test(PaddedConv, kwargs, x, expected_output_shape=shape[:-1] + (4,),
                    expected_num_trainable_weights=2)
+    outputs = to_numpy(outputs)  # randomized weights: a non-trivial function of the input
+    assert outputs.shape == shape[:-1] + (4,) and np.all(np.isfinite(outputs)) and outputs.std() > 0
 
 
 @pytest.mark.parametrize("mode", sorted(PADDING_MODES))

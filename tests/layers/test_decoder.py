@@ -31,8 +31,10 @@ def randomized_decoder(rng):
 
 def test_layer_checks(rng):
     """Under mixed precision the output stays float32: `c_skip * noisy` is added in float32."""
-    run_layer_test(ConsistencyDecoder, TINY_DECODER, decoder_inputs(rng), expected_output_shape=(2, 16, 64, 2),
+    _, outputs = run_layer_test(ConsistencyDecoder, TINY_DECODER, decoder_inputs(rng), expected_output_shape=(2, 16, 64, 2),
                    call_kwargs=dict(training=False), expected_mixed_output_dtype="float32")
+    outputs = to_numpy(outputs)  # randomized weights: a non-trivial function of the input
+    assert outputs.shape == (2, 16, 64, 2) and np.all(np.isfinite(outputs)) and outputs.std() > 0
 
 
 def test_output_is_the_input_at_sigma_min(rng):

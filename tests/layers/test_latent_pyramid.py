@@ -23,8 +23,11 @@ def pyramid_shapes(batch, latent_frames):
 
 def test_layer_checks(rng):
     latents = rng.uniform(-1, 1, (2, 3, 16)).astype("float32")
-    run_layer_test(LatentPyramid, TINY_PYRAMID, latents, expected_output_shape=pyramid_shapes(2, 3),
-                   call_kwargs=dict(training=False))
+    _, levels = run_layer_test(LatentPyramid, TINY_PYRAMID, latents, expected_output_shape=pyramid_shapes(2, 3),
+                               call_kwargs=dict(training=False))
+    levels = [to_numpy(level) for level in levels]  # one conditioning tensor per decoder level
+    assert [level.shape for level in levels] == list(pyramid_shapes(2, 3))
+    assert all(np.all(np.isfinite(level)) and level.std() > 0 for level in levels)
 
 
 def test_levels_follow_their_own_example_only(rng):

@@ -59,8 +59,10 @@ def test_group_rule_config_and_bfloat16(rng):
 @pytest.mark.parametrize("shape", [(2, 6, 5, 8), (3, 7, 8)])
 def test_layer_checks(rng, shape):
     x = (2.0 + 3.0 * rng.standard_normal(shape)).astype("float32")
-    run_layer_test(GroupNorm, dict(groups=4, epsilon=1e-5), x, expected_output_shape=shape,
+    _, outputs = run_layer_test(GroupNorm, dict(groups=4, epsilon=1e-5), x, expected_output_shape=shape,
                    expected_num_trainable_weights=2, expected_num_non_trainable_weights=0)
+    outputs = to_numpy(outputs)  # randomized weights: a non-trivial function of the input
+    assert outputs.shape == shape and np.all(np.isfinite(outputs)) and outputs.std() > 0
 
 
 def test_each_group_is_standardised(rng):

@@ -25,7 +25,9 @@ def test_layer_checks(rng, use_2d, attention, out_channels, cond):
     if cond is not None:
         inputs = (inputs, rng.standard_normal((2, cond)).astype("float32"))
     kwargs = block_kwargs(use_2d=use_2d, attention=attention, out_channels=out_channels, cond_channels=cond)
-    run_layer_test(ResBlock, kwargs, inputs, expected_output_shape=shape[:-1] + (out_channels,))
+    _, outputs = run_layer_test(ResBlock, kwargs, inputs, expected_output_shape=shape[:-1] + (out_channels,))
+    outputs = to_numpy(outputs)  # randomized weights: a non-trivial function of the input
+    assert outputs.shape == shape[:-1] + (out_channels,) and np.all(np.isfinite(outputs)) and outputs.std() > 0
 
 
 def test_zero_init_block_is_its_residual_path(rng):

@@ -15,8 +15,10 @@ def attention_kwargs(**overrides):
 @pytest.mark.parametrize("shape,use_2d", [((2, 5, 8), False), ((2, 3, 4, 8), True)])
 def test_layer_checks(rng, shape, use_2d):
     x = rng.standard_normal(shape).astype("float32")
-    run_layer_test(SelfAttention, attention_kwargs(use_2d=use_2d), x, expected_output_shape=shape,
+    _, outputs = run_layer_test(SelfAttention, attention_kwargs(use_2d=use_2d), x, expected_output_shape=shape,
                    expected_num_trainable_weights=6)
+    outputs = to_numpy(outputs)  # randomized weights: a non-trivial function of the input
+    assert outputs.shape == shape and np.all(np.isfinite(outputs)) and outputs.std() > 0
 
 
 def test_zero_init_is_the_identity(rng):
