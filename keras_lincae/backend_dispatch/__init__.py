@@ -10,8 +10,44 @@ import keras
 
 def prefers_channels_first_conv():
     """True on torch, whose convolutions copy channels-last inputs to channels-first and back;
-    a channels-first *view* of channels-last memory is convolved without copies."""
+    a channels-first *view* of channels-last memory is convolved without copies
+    (`channels_first_conv`)."""
     return keras.backend.backend() == "torch"
+
+
+def has_channels_last_group_norm():
+    """True on torch, where `channels_last_group_norm` replaces the generic `keras.ops` maths."""
+    return keras.backend.backend() == "torch"
+
+
+def channels_first_conv(x, kernel, bias, strides, padding):
+    """Torch: channels-last `x` `(batch, *spatial, in)` convolved with Keras `kernel`
+    `(*k, in, out)`, `bias` `(out,)` and symmetric zero `padding` per spatial axis, as one
+    `torch.nn.functional.convNd` on a channels-first *view* (no layout copies; bias and padding
+    inside the kernel). Returns `(batch, *spatial', out)`, a channels-last view."""
+    import torch.nn.functional as F
+
+    rank = len(strides)
+    conv = F.conv1d if rank == 1 else F.conv2d
+    weight = kernel.permute(rank + 1, rank, *range(rank))  # (out, in, *k)
+    y = conv(x.permute(0, rank + 1, *range(1, rank + 1)), weight, bias, tuple(strides), tuple(padding))
+    return y.permute(0, *range(2, rank + 2), 1)
+
+
+def channels_last_group_norm(x, groups, gamma, beta, epsilon):
+    """Torch: group norm of channels-last `x` `(batch, ..., channels)` by `F.group_norm` on a
+    channels-first view (its fast channels-last kernel). That kernel computes E[x^2] - E[x]^2,
+    5e-4 off on maps with an offset, so each group is first shifted by its mean over the first
+    frame (the norm is shift-invariant per group). Float32 maths; `x`'s dtype back."""
+    import torch.nn.functional as F
+
+    batch, channels, rank = x.shape[0], x.shape[-1], x.dim() - 2
+    x32 = x.float()
+    first = x32[:, :1].reshape(batch, -1, groups, channels // groups).mean(dim=(1, 3), keepdim=True)
+    shift = first.expand(batch, 1, groups, channels // groups).reshape(batch, *([1] * rank), channels)
+    view = (x32 - shift).permute(0, rank + 1, *range(1, rank + 1))
+    out = F.group_norm(view, groups, gamma.float(), beta.float(), epsilon)
+    return out.permute(0, *range(2, rank + 2), 1).to(x.dtype)
 
 
 def compile_inference_function(model, fn):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lincae.backend_dispatch import prefers_channels_first_conv
+from keras_lincae.backend_dispatch import channels_first_conv, prefers_channels_first_conv
 
 PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -133,19 +133,22 @@ class PaddedConv(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
+        if prefers_channels_first_conv() and self.padding_mode == "zeros":
+            # Torch: one conv on a channels-first view of the channels-last memory, with bias
+            # and padding inside the kernel (no layout copies, no separate bias pass).
+            return channels_first_conv(
+                x, ops.cast(self.conv.kernel, self.compute_dtype), ops.cast(self.conv.bias, self.compute_dtype),
+                self.strides, self.padding)
         if not self._native_same and any(self.padding):
             x = pad_spatial(x, self.padding, self.padding_mode)
         if not prefers_channels_first_conv():
             return self.conv(x)
-        # Convolve a channels-first view of the channels-last tensor: the backend's conv
-        # then reads the memory as it is, instead of copying it to and from channels-first
-        # (and pads "same" inside the convolution).
         rank = len(self.kernel_size)
         y = ops.conv(
             ops.transpose(x, (0, rank + 1, *range(1, rank + 1))),
             ops.cast(self.conv.kernel, self.compute_dtype),
             strides=self.strides,
-            padding="same" if self._native_same else "valid",
+            padding="valid",
             data_format="channels_first",
         )
         return ops.transpose(y, (0, *range(2, rank + 2), 1)) + ops.cast(self.conv.bias, self.compute_dtype)
