@@ -53,7 +53,7 @@ def audio_batches(n, seed=0):
 
 
 # --------------------------------------------------------------------------------- keras side
-def keras_worker(warmup, steps, repeats):
+def keras_worker(warmup, steps, repeats, jit_compile="auto"):
     import keras
     import numpy as np
 
@@ -65,7 +65,7 @@ def keras_worker(warmup, steps, repeats):
     keras.utils.set_random_seed(0)
     model = LinCAE.from_preset("lin_cae", load_weights=False, total_steps=TOTAL_STEPS,
                                ema_momentum=0.9999, ema_every=10, **ARCH)
-    model.compile(optimizer=RAdam(WarmupDecay(1e-4, 1e-6, 10_000, TOTAL_STEPS)))
+    model.compile(optimizer=RAdam(WarmupDecay(1e-4, 1e-6, 10_000, TOTAL_STEPS)), jit_compile=jit_compile)
     x = audio_batches(BATCH * steps)
     t0 = time.perf_counter()
     model.fit(x[: BATCH * warmup], batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
@@ -197,6 +197,7 @@ def run_worker(name, args):
                "--steps", str(args.steps), "--repeats", str(args.repeats)]
     if args.official_compile:
         command.append("--official-compile")
+    command += ["--jit-compile", args.jit_compile]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
@@ -211,6 +212,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=5, help="steps per timed block")
     p.add_argument("--repeats", type=int, default=3, help="timed blocks (the median is reported)")
     p.add_argument("--official-compile", action="store_true", help="torch.compile the official step")
+    p.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"),
+                   help="ours: model.compile(jit_compile=...) (tensorflow: XLA or TF's own kernels)")
     p.add_argument("--timeout", type=int, default=1800)
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -219,7 +222,8 @@ def main(argv=None):
         if args.worker == "official":
             result = official_worker(args.warmup, args.steps, args.repeats, args.official_compile)
         else:
-            result = keras_worker(args.warmup, args.steps, args.repeats)
+            jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+            result = keras_worker(args.warmup, args.steps, args.repeats, jit)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 

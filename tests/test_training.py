@@ -207,3 +207,15 @@ def test_use_ema_weights(trained):
     index = trained["index"]
     sources = model.encoder.trainable_weights + model.decoder.trainable_weights
     np.testing.assert_array_equal(to_numpy(sources[index]), to_numpy(model.ema_weights[index]))
+
+
+def test_auto_jit_compile_resolves_per_backend():
+    """`compile(jit_compile="auto")`: XLA on jax, TensorFlow's own kernels on a CPU-only TensorFlow
+    (faster there), eager torch; an explicit value is kept."""
+    model = tiny()
+    model.compile(optimizer=RAdam(1e-3))
+    expected = {"jax": True, "tensorflow": False, "torch": False}[keras.backend.backend()]
+    assert model.jit_compile is expected
+    if keras.backend.backend() != "torch":
+        model.compile(optimizer=RAdam(1e-3), jit_compile=True)
+        assert model.jit_compile is True

@@ -50,6 +50,18 @@ def channels_last_group_norm(x, groups, gamma, beta, epsilon):
     return out.permute(0, *range(2, rank + 2), 1).to(x.dtype)
 
 
+def auto_jit_compile():
+    """What `LinCAE.compile(jit_compile="auto")` means: False for TensorFlow without a GPU, whose
+    own (oneDNN) kernels run the training step 1.7x faster than XLA there and compile in seconds
+    (benchmarks/train_step.py); Keras' "auto" elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            return False
+    return "auto"
+
+
 def compile_inference_function(model, fn):
     """Compile `fn(*tensors)` that reads `model`'s variables: `jax.jit` (stateless),
     `tf.function`, or eager `torch.inference_mode` on torch (`torch.compile` warms up for minutes

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_lincae import preset_io
-from keras_lincae.backend_dispatch import compile_inference_function
+from keras_lincae.backend_dispatch import auto_jit_compile, compile_inference_function
 from keras_lincae.layers.frontend import ScaledComplexSTFT
 from keras_lincae.models import chunking, ema, objective, sampler, validation
 from keras_lincae.models.decoder import ConsistencyDecoder
@@ -256,6 +256,11 @@ class LinCAE(keras.Model):
         return self.decoder(noisy, sigma, latents, training=training)
 
     # -------------------------------------------------------------- training
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """`keras.Model.compile`; `jit_compile="auto"` is resolved by
+        `backend_dispatch.auto_jit_compile` (no XLA for TensorFlow on CPU: faster there)."""
+        super().compile(*args, jit_compile=auto_jit_compile() if jit_compile == "auto" else jit_compile, **kwargs)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The Lin-CAE objective (`models/objective.py`) on a batch of clips.
 
