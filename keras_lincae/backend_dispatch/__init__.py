@@ -35,19 +35,23 @@ def channels_first_conv(x, kernel, bias, strides, padding):
 
 
 def channels_last_group_norm(x, groups, gamma, beta, epsilon):
-    """Torch: group norm of channels-last `x` `(batch, ..., channels)` by `F.group_norm` on a
-    channels-first view (its fast channels-last kernel). That kernel computes E[x^2] - E[x]^2,
-    5e-4 off on maps with an offset, so each group is first shifted by its mean over the first
-    frame (the norm is shift-invariant per group). Float32 maths; `x`'s dtype back."""
-    import torch.nn.functional as F
+    """Torch: group norm of channels-last `x` `(batch, ..., channels)` without layout copies, in
+    float32: per-channel reductions over positions (contiguous, fast), two-pass variance (exact
+    to ~1e-6, where `F.group_norm`'s channels-last kernel is 1e-3 off on maps with an offset),
+    then one fused multiply-add. Returns `x`'s shape and dtype."""
+    import torch
 
-    batch, channels, rank = x.shape[0], x.shape[-1], x.dim() - 2
-    x32 = x.float()
-    first = x32[:, :1].reshape(batch, -1, groups, channels // groups).mean(dim=(1, 3), keepdim=True)
-    shift = first.expand(batch, 1, groups, channels // groups).reshape(batch, *([1] * rank), channels)
-    view = (x32 - shift).permute(0, rank + 1, *range(1, rank + 1))
-    out = F.group_norm(view, groups, gamma.float(), beta.float(), epsilon)
-    return out.permute(0, *range(2, rank + 2), 1).to(x.dtype)
+    batch, channels = x.shape[0], x.shape[-1]
+    flat = x.float().reshape(batch, -1, channels)
+
+    def group_mean(per_channel):  # (batch, 1, channels) -> the mean of each group, per channel
+        grouped = per_channel.reshape(batch, 1, groups, -1).mean(dim=-1, keepdim=True)
+        return grouped.expand(batch, 1, groups, channels // groups).reshape(batch, 1, channels)
+
+    mean = group_mean(flat.mean(dim=1, keepdim=True))
+    variance = group_mean((flat - mean).square_().mean(dim=1, keepdim=True))
+    scale = gamma.float() * torch.rsqrt(variance + epsilon)
+    return torch.addcmul(beta.float() - mean * scale, flat, scale).reshape(x.shape).to(x.dtype)
 
 
 def auto_jit_compile():
