@@ -54,6 +54,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+from keras_lincae import entry  # noqa: E402  (imports no framework)
 SAMPLE_RATE = 44100
 SCALE_FACTOR = 33.0
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -283,6 +285,8 @@ def spawn(role, args, backend=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
         p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
     env["KERAS_BACKEND"] = backend or "torch"
+    if backend == "jax":  # as `lincae` and the recipes set it (keras_lincae.entry.prepare)
+        entry.add_xla_flags(entry.JAX_XLA_FLAGS, env)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", role, "--workdir", args.workdir,
            "--seconds", str(args.seconds), "--config", args.config, "--dtype", args.dtype,
            "--official-dtype", args.official_dtype, "--batch", str(args.batch),

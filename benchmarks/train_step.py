@@ -193,6 +193,11 @@ def run_worker(name, args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if name != "official":
         env["KERAS_BACKEND"] = name
+    if name == "jax":  # as `lincae` and the recipes set it (keras_lincae.entry.prepare)
+        sys.path.insert(0, REPO)
+        from keras_lincae import entry
+
+        entry.add_xla_flags(entry.JAX_XLA_FLAGS, env)
     command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--warmup", str(args.warmup),
                "--steps", str(args.steps), "--repeats", str(args.repeats)]
     if args.official_compile:

@@ -27,6 +27,10 @@ BACKENDS = ("jax", "torch", "tensorflow")  # the automatic choice prefers them i
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, MemoryError, RuntimeError)
 BUGS = (NotImplementedError, RecursionError)  # RuntimeErrors that are not the user's
 MAX_MESSAGE = 800  # characters of an error message shown on its one line
+# XLA:CPU's concurrency-optimised scheduler keeps more activations alive at once for no speed on
+# few cores: off, a 10 s `lin_cae` decode peaks at 3.4 GB instead of 4.6 GB (benchmarks/README.md).
+# XLA reads XLA_FLAGS once per process, so programs set it before JAX starts.
+JAX_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 
 _debug = False
 
@@ -56,7 +60,8 @@ def note(prog, message):
 
 
 def prepare(prog, backend=None, debug=False, needs_keras=True):
-    """Set the process up before Keras is imported: quiet TensorFlow's C++ logs, choose the backend.
+    """Set the process up before Keras is imported: quiet TensorFlow's C++ logs, choose the backend,
+    and on JAX add `JAX_XLA_FLAGS` to XLA_FLAGS (less memory on CPU).
 
     TF_CPP_MIN_LOG_LEVEL=3 (when unset, and not with `debug`) hides TensorFlow's C++ INFO, WARNING
     and ERROR lines, such as `failed call to cuInit` on machines without a GPU (an ERROR line, so
@@ -73,7 +78,18 @@ def prepare(prog, backend=None, debug=False, needs_keras=True):
     backend = choose_backend(prog, backend)
     if backend == "tensorflow":
         import_quietly("tensorflow")
+    if backend == "jax":
+        add_xla_flags(JAX_XLA_FLAGS)
     return backend
+
+
+def add_xla_flags(flags, environ=os.environ):
+    """Append each of `flags` (`--name=value`) to XLA_FLAGS unless the user already set `--name`."""
+    current = environ.get("XLA_FLAGS", "")
+    for flag in flags:
+        if flag.split("=")[0] not in current:
+            current = f"{current} {flag}".strip()
+    environ["XLA_FLAGS"] = current
 
 
 def import_quietly(module):

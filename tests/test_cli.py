@@ -12,6 +12,7 @@ from keras_lincae.testing.helpers import music_like
 
 from keras_lincae import arithmetic, cli, cli_io, presets
 from keras_lincae.long_audio import decode_long, encode_long
+from keras_lincae.models.lincae import LinCAE
 
 # Short files and 0.2 s chunks: every model call sees 13824-sample windows, batches of 4.
 FAST = ["--chunk-seconds", "0.2", "--batch-size", "4", "--seed", "3"]
@@ -22,7 +23,7 @@ ENCODE_FAST = ["--chunk-seconds", "0.2", "--batch-size", "4"]
 def model(tiny_model, monkeypatch):
     """Make the default preset the shared randomised tiny model (fast; outputs depend on latents)."""
     monkeypatch.setattr(cli, "DEFAULT_PRESET", "lin_cae_tiny")
-    monkeypatch.setitem(cli._MODELS, "lin_cae_tiny", tiny_model)
+    monkeypatch.setitem(cli._MODELS, ("lin_cae_tiny", "float32"), tiny_model)
     return tiny_model
 
 
@@ -129,6 +130,29 @@ def test_missing_weights_fall_back_to_random_with_a_warning(monkeypatch, capsys)
     assert capsys.readouterr().err == ""
 
 
+def test_dtype_bfloat16_runs_the_model_in_mixed_bfloat16(model, tmp_path, capsys, monkeypatch):
+    """`--dtype bfloat16` loads the same weights under `mixed_bfloat16`: close latents, not equal."""
+    load = LinCAE.from_preset
+
+    def from_preset(cls, preset, load_weights=True, dtype=None):  # the fixture's weights, any policy
+        twin = load("lin_cae_tiny", load_weights=False, dtype=dtype)
+        twin.set_weights(model.get_weights())
+        return twin
+
+    monkeypatch.setattr(LinCAE, "from_preset", classmethod(from_preset))
+    src = _write(tmp_path / "in.wav", _stereo(12_000, 2), 44_100)
+    latents = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.npz"
+        code, _, err = _run(capsys, "encode", src, "-o", out, "--preset", "some_preset", "--dtype", dtype, *ENCODE_FAST)
+        assert code == 0, err
+        with np.load(out) as npz:
+            latents[dtype] = npz["latents"]
+    assert cli._MODELS["some_preset", "mixed_bfloat16"].dtype_policy.name == "mixed_bfloat16"
+    error = np.linalg.norm(latents["bfloat16"] - latents["float32"]) / np.linalg.norm(latents["float32"])
+    assert 1e-4 < error < 0.1, error
+
+
 @pytest.fixture
 def files(tmp_path):
     """Good and bad inputs for the error tests."""
@@ -227,7 +251,7 @@ def test_bad_input_exits_2_with_one_line_and_no_output(model, files, latent_file
 def test_preset_folder_named_in_a_latent_file_is_used_with_a_note(model, latent_files, tmp_path, capsys,
                                                                   monkeypatch):
     folder = str(tmp_path / "someone_elses_preset")
-    monkeypatch.setitem(cli._MODELS, folder, model)  # what loading that folder would give
+    monkeypatch.setitem(cli._MODELS, (folder, "float32"), model)  # what loading that folder would give
     latents = str(tmp_path / "z.npz")
     cli_io.write_latents(latents, encode_long(model, _stereo(12_000, 4)[None], chunk_seconds=0.2, batch_size=4), folder)
     code, _, err = _run(capsys, "decode", latents, "-o", tmp_path / "o.wav", "--quiet", "--batch-size", "4")

@@ -224,3 +224,16 @@ def test_check_writable_folder(tmp_path, monkeypatch):
     with pytest.raises(PermissionError, match=f"--out {tmp_path}/x: {tmp_path} is not writable"):
         entry.check_writable_folder(tmp_path / "x", "--out")
 
+
+
+def test_jax_programs_get_the_memory_saving_xla_flag(monkeypatch):
+    """`prepare` adds `JAX_XLA_FLAGS` on jax only, after the user's XLA_FLAGS, never over them."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    backend = entry.prepare("lincae")
+    flags = os.environ["XLA_FLAGS"].split()
+    assert flags[0] == "--xla_force_host_platform_device_count=1"
+    assert (set(entry.JAX_XLA_FLAGS) <= set(flags)) == (backend == "jax")
+    user = {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+    entry.add_xla_flags(entry.JAX_XLA_FLAGS, user)
+    assert user["XLA_FLAGS"] == "--xla_cpu_enable_concurrency_optimized_scheduler=true"
