@@ -157,8 +157,8 @@ def build_parser():
     )
     chunk_opts.add_argument("--overlap", type=_overlap, default=0.25, help="crossfaded fraction of a chunk (0.25)")
     decode_opts = entry.ArgumentParser(add_help=False)
-    decode_opts.add_argument("--steps", type=_positive_int, default=1, help="consistency decoding steps (1)")
-    decode_opts.add_argument("--seed", type=_seed, default=0, help="decoder noise seed (0)")
+    decode_opts.add_argument("--steps", type=_positive_int, default=None, help="consistency decoding steps (1)")
+    decode_opts.add_argument("--seed", type=_seed, default=None, help="decoder noise seed (0)")
     decode_opts.add_argument(
         "--sample-rate", type=_sample_rate, default=None,
         help="sample rate of the written audio (default: the model's, 44100)",
@@ -257,7 +257,8 @@ def _decode_and_write(model, chunked, args, progress):
     from keras_lincae import data
     from keras_lincae.long_audio import decode_long, decode_long_blocks
 
-    options = dict(steps=args.steps, seed=args.seed, batch_size=args.batch_size, progress=progress)
+    steps, seed = (1 if args.steps is None else args.steps), (0 if args.seed is None else args.seed)
+    options = dict(steps=steps, seed=seed, batch_size=args.batch_size, progress=progress)
     if args.stream:
         blocks = decode_long_blocks(model, chunked, **options)
         write_audio_blocks(args.output, (block[0] for block in blocks), model.sample_rate, chunked.channels,
@@ -318,8 +319,11 @@ def _combine(args, paths, gains, progress, first_sets_length=False):
     from keras_lincae import arithmetic
 
     suffix = check_paths(args.output, tuple(AUDIO_OUTPUTS) + (LATENT_SUFFIX,), paths, args.overwrite)
-    if suffix == LATENT_SUFFIX and (args.stream or args.sample_rate is not None):
-        raise CliError(f"--stream and --sample-rate apply to audio outputs; {args.output} gets latents")
+    decoding = ["--stream"] * args.stream + [name for name, value in (
+        ("--sample-rate", args.sample_rate), ("--steps", args.steps), ("--seed", args.seed)) if value is not None]
+    if suffix == LATENT_SUFFIX and decoding:
+        raise CliError(f"{', '.join(decoding)}: only for audio outputs; {args.output} gets latents (nothing is "
+                       "decoded)")
     gains = arithmetic._check_gains(gains, len(paths))
     latent_inputs = {p: read_latents(p) for p in paths if is_latent_file(p)}
     preset = _pick_preset(args, [stored for _, stored in latent_inputs.values()])

@@ -92,7 +92,7 @@ def test_mix_separate_scale_equal_api(model, tmp_path, capsys):
     zv = encode_long(model, v[None], chunk_seconds=0.2, batch_size=4)
     # mix of an audio file and a latent file, written as latents: the exact weighted sum.
     code, _, err = _run(capsys, "mix", fu, tmp_path / "v.npz", "--gains", "1.0", "0.5", "-o", tmp_path / "m.npz",
-                        *FAST)
+                        *ENCODE_FAST)
     assert code == 0, err
     with np.load(tmp_path / "m.npz") as npz:
         np.testing.assert_allclose(npz["latents"], zu.latents[0] + 0.5 * zv.latents[0], rtol=0, atol=1e-5)
@@ -107,14 +107,14 @@ def test_mix_separate_scale_equal_api(model, tmp_path, capsys):
     assert code == 0, err
     np.testing.assert_array_equal(sf.read(tmp_path / "ss.wav", always_2d=True, dtype="float32")[0], separated)
     # scale from a latent file.
-    code, _, err = _run(capsys, "scale", tmp_path / "v.npz", "--gain", "2", "-o", tmp_path / "sc.npz", *FAST)
+    code, _, err = _run(capsys, "scale", tmp_path / "v.npz", "--gain", "2", "-o", tmp_path / "sc.npz", *ENCODE_FAST)
     assert code == 0, err
     with np.load(tmp_path / "sc.npz") as npz:
         np.testing.assert_allclose(npz["latents"], 2 * zv.latents[0], rtol=0, atol=1e-5)
     # --affine: relative to the encoding of silence with the same chunking.
     origin = arithmetic.silence_latents(model, zv)
     code, _, err = _run(capsys, "scale", tmp_path / "v.npz", "--gain", "2", "--affine", "-o", tmp_path / "sa.npz",
-                        *FAST)
+                        *ENCODE_FAST)
     assert code == 0, err
     with np.load(tmp_path / "sa.npz") as npz:
         np.testing.assert_allclose(npz["latents"], 2 * zv.latents[0] - origin.latents[0], rtol=0, atol=1e-5)
@@ -211,8 +211,10 @@ BAD_CALLS = [
     (["scale", "{garbage}", "--gain", "2"], "o.wav", "cannot decode"),
     (["scale", "{empty}", "--gain", "2"], "o.wav", "empty"),
     (["scale", "{good}", "--gain", "2", "--preset", "no_such_preset"], "o.wav", "Unknown preset"),
-    (["scale", "{latents}", "--gain", "2", "--stream"], "o.npz", "--stream and --sample-rate apply to audio outputs"),
-    (["mix", "{good}", "{latents}", "--sample-rate", "48000"], "o.npz", "apply to audio outputs; .*o.npz gets latents"),
+    (["scale", "{latents}", "--gain", "2", "--stream"], "o.npz", "--stream: only for audio outputs"),
+    (["mix", "{good}", "{latents}", "--sample-rate", "48000"], "o.npz", "only for audio outputs; .*o.npz gets latents"),
+    (["separate", "{latents}", "{latents}", "--steps", "4", "--seed", "0"], "o.npz",
+     "--steps, --seed: only for audio outputs; .*nothing is decoded"),
 ]
 
 
