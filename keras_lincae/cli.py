@@ -16,7 +16,8 @@ in chunks (`--chunk-seconds`, see `keras_lincae.long_audio`). Latent files (`.np
 `latents` `(channels, chunks, frames, latent_channels)`, `sample_rate`, `length`, `channels`,
 `chunk_samples`, `step_samples`, `format_version` and `preset`. `mix`, `separate` and `scale`
 accept audio or latent files as inputs, decode once, and write audio, or latents when the output
-ends in `.npz`. An output may not be one of the inputs, and an existing output is only replaced
+ends in `.npz` (then nothing is decoded, and `--steps`, `--seed`, `--stream` and `--sample-rate`
+are refused rather than ignored). `--dtype bfloat16` runs the model in `mixed_bfloat16`. An output may not be one of the inputs, and an existing output is only replaced
 with `--overwrite` (`-y`); the output path is checked before the model runs. Outputs are written to
 a temporary file `.lincae-<pid>-<random>.tmp` and renamed, so a failed run never leaves a partial
 file (and a killed run's temporary file is removed by the next run writing there). Bad input exits
