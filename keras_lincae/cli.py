@@ -144,7 +144,7 @@ def build_parser():
     model_opts.add_argument("--batch-size", type=_positive_int, default=1, help="chunks per model call (1)")
     model_opts.add_argument(
         "--dtype", choices=("float32", "bfloat16"), default="float32",
-        help="float32 (default) or bfloat16 (Keras policy mixed_bfloat16: about 1.3-1.6x faster on "
+        help="float32 (default) or bfloat16 (Keras policy mixed_bfloat16: about 1.3-1.7x faster on "
         "CPUs with bf16 units under tensorflow/torch, slower under jax; decode 35 dB magnitude-SNR "
         "from float32, see benchmarks/README.md)")
     model_opts.add_argument("--quiet", action="store_true", help="no progress bar or notes on stderr (except the "
