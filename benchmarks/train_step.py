@@ -30,6 +30,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from keras_lincae import entry  # noqa: E402  (imports no framework)
 ARCH = dict(
     base_channels=16, bottleneck_base_channels=128, bottleneck_channels=32,
     layers_list=[1, 1, 1, 1, 1], layers_list_encoder=[1, 1, 1, 1, 1], hop_size=256,
@@ -57,7 +59,6 @@ def keras_worker(warmup, steps, repeats, jit_compile="auto"):
     import keras
     import numpy as np
 
-    sys.path.insert(0, REPO)
     from keras_lincae import LinCAE
     from keras_lincae.training.optimizers import RAdam
     from keras_lincae.training.schedules import WarmupDecay
@@ -194,9 +195,6 @@ def run_worker(name, args):
     if name != "official":
         env["KERAS_BACKEND"] = name
     if name == "jax":  # as `lincae` and the recipes set it (keras_lincae.entry.prepare)
-        sys.path.insert(0, REPO)
-        from keras_lincae import entry
-
         entry.add_xla_flags(entry.JAX_XLA_FLAGS, env)
     command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--warmup", str(args.warmup),
                "--steps", str(args.steps), "--repeats", str(args.repeats)]

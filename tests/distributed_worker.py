@@ -35,7 +35,7 @@ def main(run_dir, report_path, overrides):
     kind = {"jax": "data_parallel", "tensorflow": "mirrored", "torch": "ddp"}[backend]
     config = tc.load_config("tiny")
     config.update(steps=2, batch_size=4, checkpoint_every=2, log_every=1, warmup_steps=1, clip_frames=8,
-                  num_log_examples=0, shuffle_buffer=8, distribution=kind, jit_compile=False if backend == "tensorflow" else "auto")
+                  num_log_examples=0, shuffle_buffer=8, distribution=kind)
     config["model"] = dict(config["model"], hop_size=128, attention_list=[0] * 5, attention_list_encoder=[0] * 5)
     if kind == "mirrored":
         config["cpu_replicas"] = 2

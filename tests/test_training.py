@@ -153,9 +153,7 @@ TRAIN_CLIP = (8 - 1) * 512 + 2048  # 8 spectrogram frames -> 1 latent frame
 def trained():
     """One short training run shared by the tests below (one compile per backend)."""
     model = tiny(total_steps=18, ema_momentum=0.9, ema_every=1)
-    # tf.function without XLA on TensorFlow (XLA compilation of the step costs minutes on CPU).
-    jit = False if keras.backend.backend() == "tensorflow" else "auto"
-    model.compile(optimizer=RAdam(1e-2), jit_compile=jit)
+    model.compile(optimizer=RAdam(1e-2))  # "auto": no XLA for TensorFlow on CPU (auto_jit_compile)
     audio = music_like(TRAIN_CLIP, batch=2, seed=6)
     before = fixed_noise_loss(model, audio)
     sources = model.encoder.trainable_weights + model.decoder.trainable_weights
