@@ -112,16 +112,11 @@ class PaddedConv(keras.layers.Layer):
         self.zero_init = bool(zero_init)
         conv_class = keras.layers.Conv1D if rank == 1 else keras.layers.Conv2D
         initializer = "zeros" if self.zero_init else torch_like_initializer()
-        self._native_same = (
-            padding_mode == "zeros"
-            and all(s == 1 for s in self.strides)
-            and all(2 * p == k - 1 for p, k in zip(self.padding, self.kernel_size))
-        )
         self.conv = conv_class(
             self.filters,
             self.kernel_size,
             strides=self.strides,
-            padding="same" if self._native_same else "valid",
+            padding="same",  # holds the weights only: `convolve` pads explicitly
             kernel_initializer=initializer,
             bias_initializer="zeros",
             dtype=self.dtype_policy,
@@ -133,25 +128,36 @@ class PaddedConv(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        if prefers_channels_first_conv() and self.padding_mode == "zeros":
+        return self.convolve(x, self.conv.kernel, self.conv.bias, self.padding, self.padding_mode)
+
+    def convolve(self, x, kernel, bias, padding, padding_mode):
+        """`x` convolved at this layer's strides with any `kernel` `(*k, in, out)` and `bias`
+        `(out,)`, padded by `padding[i]` per spatial axis in `padding_mode` (the layer's own
+        weights in `call`; `Resample` passes derived ones)."""
+        kernel, bias = ops.cast(kernel, self.compute_dtype), ops.cast(bias, self.compute_dtype)
+        if prefers_channels_first_conv() and padding_mode == "zeros":
             # Torch: one conv on a channels-first view of the channels-last memory, with bias
             # and padding inside the kernel (no layout copies, no separate bias pass).
-            return channels_first_conv(
-                x, ops.cast(self.conv.kernel, self.compute_dtype), ops.cast(self.conv.bias, self.compute_dtype),
-                self.strides, self.padding)
-        if not self._native_same and any(self.padding):
-            x = pad_spatial(x, self.padding, self.padding_mode)
+            return channels_first_conv(x, kernel, bias, self.strides, padding)
+        rank = len(self.strides)
+        native_same = (
+            padding_mode == "zeros"
+            and all(s == 1 for s in self.strides)
+            and all(2 * p == k - 1 for p, k in zip(padding, kernel.shape[:rank]))
+        )
+        if not native_same and any(padding):
+            x = pad_spatial(x, padding, padding_mode)
+        conv_padding = "same" if native_same else "valid"
         if not prefers_channels_first_conv():
-            return self.conv(x)
-        rank = len(self.kernel_size)
+            return ops.conv(x, kernel, strides=self.strides, padding=conv_padding) + bias
         y = ops.conv(
             ops.transpose(x, (0, rank + 1, *range(1, rank + 1))),
-            ops.cast(self.conv.kernel, self.compute_dtype),
+            kernel,
             strides=self.strides,
-            padding="valid",
+            padding=conv_padding,
             data_format="channels_first",
         )
-        return ops.transpose(y, (0, *range(2, rank + 2), 1)) + ops.cast(self.conv.bias, self.compute_dtype)
+        return ops.transpose(y, (0, *range(2, rank + 2), 1)) + bias
 
     def get_config(self):
         config = super().get_config()

@@ -28,12 +28,21 @@ def test_layer_checks_and_shapes(rng, direction, frequency_only, out_shape):
     assert layer.conv.kernel_size == ((1, 5) if frequency_only else (3, 3))
 
 
-def test_upsampling_repeats_then_convolves(rng):
-    """Up = nearest-neighbour repeat + stride-1 conv: the same conv on `np.repeat`ed input."""
-    x = rng.standard_normal((1, 3, 4, 2)).astype("float32")
-    up = Resample(**resample_kwargs(in_channels=2, out_channels=2, direction="up", normalize=False))
-    repeated = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
-    np.testing.assert_allclose(to_numpy(up(x)), to_numpy(up.conv(repeated)), atol=1e-6)
+@pytest.mark.parametrize("frequency_only", [False, True])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_upsampling_is_the_conv_of_the_repeated_map(rng, frequency_only, padding_mode):
+    """Up = nearest-neighbour repeat + stride-1 conv (along frequency computed polyphase, without
+    the repeated map): the layer's own conv on the `np.repeat`ed input, at every border, in every
+    padding mode."""
+    x = rng.standard_normal((2, 3, 5, 3)).astype("float32")
+    up = Resample(**resample_kwargs(in_channels=3, out_channels=4, direction="up", normalize=False,
+                                    frequency_only=frequency_only, padding_mode=padding_mode))
+    time_factor, freq_factor = (1, 4) if frequency_only else (2, 2)
+    repeated = np.repeat(np.repeat(x, time_factor, axis=1), freq_factor, axis=2)
+    upsampled = to_numpy(up(x))
+    expected = to_numpy(up.conv(repeated))
+    assert upsampled.shape == expected.shape == (2, 3 * time_factor, 5 * freq_factor, 4)
+    np.testing.assert_allclose(upsampled, expected, atol=1e-5)
 
 
 def test_out_channels_default_and_bad_direction():
