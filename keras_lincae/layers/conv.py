@@ -132,8 +132,8 @@ class PaddedConv(keras.layers.Layer):
 
     def convolve(self, x, kernel, bias, padding, padding_mode):
         """`x` convolved at this layer's strides with any `kernel` `(*k, in, out)` and `bias`
-        `(out,)`, padded by `padding[i]` per spatial axis in `padding_mode` (the layer's own
-        weights in `call`; `Resample` passes derived ones)."""
+        `(out,)`, padded by `padding[i]` per spatial axis in `padding_mode`. `call` passes the
+        layer's own weights; `Resample` passes kernels derived from them."""
         kernel, bias = ops.cast(kernel, self.compute_dtype), ops.cast(bias, self.compute_dtype)
         if prefers_channels_first_conv() and padding_mode == "zeros":
             # Torch: one conv on a channels-first view of the channels-last memory, with bias
