@@ -285,8 +285,8 @@ def spawn(role, args, backend=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
         p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
     env["KERAS_BACKEND"] = backend or "torch"
-    if backend == "jax":  # as `lincae` and the recipes set it (keras_lincae.entry.prepare)
-        entry.add_xla_flags(entry.JAX_XLA_FLAGS, env)
+    if backend or args.official_huge_pages:  # ours as `lincae` and the recipes run
+        env = entry.command_environment(backend, env)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", role, "--workdir", args.workdir,
            "--seconds", str(args.seconds), "--config", args.config, "--dtype", args.dtype,
            "--official-dtype", args.official_dtype, "--batch", str(args.batch),
@@ -373,6 +373,9 @@ def main(argv=None):
                         help="keras-lincae dtype (bfloat16: policy mixed_bfloat16); the official model stays float32")
     parser.add_argument("--official-dtype", choices=("float32", "bfloat16"), default="float32",
                         help="official model dtype (bfloat16: torch.autocast); its outputs are the reference")
+    parser.add_argument("--official-huge-pages", action="store_true",
+                        help="run the official model with the huge-page malloc tunable too (ours always "
+                             "run as `lincae` does, keras_lincae.entry.command_environment)")
     parser.add_argument("--batch", type=int, default=1, help="clips per call (different synthetic music)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs after the warm-up (median)")
     parser.add_argument("--json", help="also write every subprocess's results here")
@@ -390,7 +393,9 @@ def main(argv=None):
         parser.error(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
     print(f"keras-lincae inference benchmark: config={args.config} seconds={args.seconds:g} batch={args.batch} "
           f"dtype={args.dtype} official dtype={args.official_dtype} runs={args.runs} backends={','.join(backends)}")
-    print(f"host: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    print(f"host: {os.cpu_count()} CPUs, python {sys.version.split()[0]}; GLIBC_TUNABLES ours "
+          f"{entry.command_environment(None).get('GLIBC_TUNABLES', 'unset')}, official "
+          f"{'the same' if args.official_huge_pages else os.environ.get('GLIBC_TUNABLES', 'unset')}")
     print(f"WARNING: this machine may be shared with other jobs; wall times depend on its load. "
           f"load average (1/5/15 min) at start: {loadavg()}")
     start = time.perf_counter()

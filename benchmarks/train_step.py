@@ -19,6 +19,7 @@ then `--repeats` timed blocks of `--steps` steps; the median block gives steps/s
 
     python benchmarks/train_step.py                 # all backends + official
     python benchmarks/train_step.py --only jax official --steps 10
+    python benchmarks/train_step.py --dtype bfloat16  # ours under mixed_bfloat16, official float32
 """
 
 import argparse
@@ -39,6 +40,7 @@ ARCH = dict(
 BATCH, FRAMES = 4, 64
 CLIP = (FRAMES - 1) * ARCH["hop_size"] + 4 * ARCH["hop_size"]
 TOTAL_STEPS = 800_000
+POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16"}  # --dtype -> ours' dtype policy
 
 
 def audio_batches(n, seed=0):
@@ -55,7 +57,7 @@ def audio_batches(n, seed=0):
 
 
 # --------------------------------------------------------------------------------- keras side
-def keras_worker(warmup, steps, repeats, jit_compile="auto"):
+def keras_worker(warmup, steps, repeats, jit_compile="auto", dtype="float32"):
     import keras
     import numpy as np
 
@@ -65,7 +67,7 @@ def keras_worker(warmup, steps, repeats, jit_compile="auto"):
 
     keras.utils.set_random_seed(0)
     model = LinCAE.from_preset("lin_cae", load_weights=False, total_steps=TOTAL_STEPS,
-                               ema_momentum=0.9999, ema_every=10, **ARCH)
+                               ema_momentum=0.9999, ema_every=10, dtype=POLICIES[dtype], **ARCH)
     model.compile(optimizer=RAdam(WarmupDecay(1e-4, 1e-6, 10_000, TOTAL_STEPS)), jit_compile=jit_compile)
     x = audio_batches(BATCH * steps)
     t0 = time.perf_counter()
@@ -82,7 +84,7 @@ def keras_worker(warmup, steps, repeats, jit_compile="auto"):
 
 
 # ------------------------------------------------------------------------------ official side
-def official_worker(warmup, steps, repeats, compile_step=False):
+def official_worker(warmup, steps, repeats, compile_step=False, dtype="float32"):
     import numpy as np
     import torch
     from linear_cae.components.diffusion import Diffusion
@@ -161,7 +163,8 @@ def official_worker(warmup, steps, repeats, compile_step=False):
         lr = 1e-4 * it / 10_000 if it < 10_000 else 1e-6 + 0.5 * (1e-4 - 1e-6) * (1 + np.cos(np.pi * (it - 10_000) / (TOTAL_STEPS - 10_000)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = train_it(wv, it, 0.0, 3.0)  # gain range held at [0, 3] for the first 20 %
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            loss = train_it(wv, it, 0.0, 3.0)  # gain range held at [0, 3] for the first 20 %
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -194,18 +197,25 @@ def run_worker(name, args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if name != "official":
         env["KERAS_BACKEND"] = name
-    if name == "jax":  # as `lincae` and the recipes set it (keras_lincae.entry.prepare)
-        entry.add_xla_flags(entry.JAX_XLA_FLAGS, env)
+    if name != "official" or args.official_huge_pages:  # ours as `lincae` and the recipes run
+        env = entry.command_environment(None if name == "official" else name, env)
     command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--warmup", str(args.warmup),
                "--steps", str(args.steps), "--repeats", str(args.repeats)]
     if args.official_compile:
         command.append("--official-compile")
-    command += ["--jit-compile", args.jit_compile]
+    command += ["--jit-compile", args.jit_compile, "--dtype", args.dtype, "--official-dtype", args.official_dtype]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
         return dict(error=(result.stderr or result.stdout).strip().splitlines()[-1:] or ["failed"])
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def malloc_note(official_huge_pages):
+    """Which sides ran with the huge-page malloc tunable (`keras_lincae.entry.HUGE_PAGE_TUNABLE`)."""
+    ours = entry.command_environment(None).get("GLIBC_TUNABLES", "unset")
+    official = "the same" if official_huge_pages else os.environ.get("GLIBC_TUNABLES", "unset")
+    return f"GLIBC_TUNABLES ours {ours}, official {official}"
 
 
 def main(argv=None):
@@ -217,16 +227,23 @@ def main(argv=None):
     p.add_argument("--official-compile", action="store_true", help="torch.compile the official step")
     p.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"),
                    help="ours: model.compile(jit_compile=...) (tensorflow: XLA or TF's own kernels)")
+    p.add_argument("--dtype", default="float32", choices=tuple(POLICIES),
+                   help="ours: bfloat16 trains under the mixed_bfloat16 policy (float32 variables)")
+    p.add_argument("--official-dtype", default="float32", choices=tuple(POLICIES),
+                   help="official: bfloat16 runs its forward pass under torch.autocast")
+    p.add_argument("--official-huge-pages", action="store_true",
+                   help="run the official step with the huge-page malloc tunable too (ours always run "
+                        "as the recipes do, keras_lincae.entry.command_environment)")
     p.add_argument("--timeout", type=int, default=1800)
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         if args.worker == "official":
-            result = official_worker(args.warmup, args.steps, args.repeats, args.official_compile)
+            result = official_worker(args.warmup, args.steps, args.repeats, args.official_compile, args.official_dtype)
         else:
             jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
-            result = keras_worker(args.warmup, args.steps, args.repeats, jit)
+            result = keras_worker(args.warmup, args.steps, args.repeats, jit, args.dtype)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -238,13 +255,15 @@ def main(argv=None):
     base = 1.0 / statistics.median(official["step_s"]) if official.get("step_s") else None
     print(f"\nTraining step, reduced config (batch {BATCH} x {FRAMES} frames, hop {ARCH['hop_size']}), "
           f"median of {args.repeats} blocks of {args.steps} steps after {args.warmup} warm-up steps; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {malloc_note(args.official_huge_pages)}\n")
     print("| implementation | trainable params | warm-up (s) | s/step | steps/s | vs official |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         label = "official linear_cae (torch eager)" if name == "official" else f"keras-lincae ({name})"
         if name == "official" and args.official_compile:
             label = "official linear_cae (torch.compile)"
+        dtype = args.official_dtype if name == "official" else args.dtype
+        label += f", {dtype}" if dtype != "float32" else ""
         if "error" in r:
             print(f"| {label} | - | - | - | - | failed: {' '.join(r['error'])[:120]} |")
             continue

@@ -396,7 +396,12 @@ def _versions():
 
 
 def main(argv=None):
-    """Run `lincae` with `argv` (default `sys.argv[1:]`); returns the exit status (0, 2 on bad input)."""
+    """Run `lincae` with `argv` (default `sys.argv[1:]`); returns the exit status (0, 2 on bad input).
+
+    As the command (`argv` None) it first re-executes itself with glibc's malloc on huge pages
+    (`entry.restart_with_huge_pages`)."""
+    if argv is None:
+        entry.restart_with_huge_pages()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

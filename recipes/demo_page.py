@@ -146,4 +146,5 @@ def main(argv=None, models=None):
 
 
 if __name__ == "__main__":
+    entry.restart_with_huge_pages()
     sys.exit(entry.run(main, PROG))

@@ -116,4 +116,5 @@ def _train(args):
 
 
 if __name__ == "__main__":
+    entry.restart_with_huge_pages()
     sys.exit(main())

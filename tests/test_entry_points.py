@@ -237,3 +237,49 @@ def test_jax_programs_get_the_memory_saving_xla_flag(monkeypatch):
     user = {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
     entry.add_xla_flags(entry.JAX_XLA_FLAGS, user)
     assert user["XLA_FLAGS"] == "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+
+
+def test_huge_page_tunable_is_added_once_and_only_where_glibc_can_use_it():
+    """GLIBC_TUNABLES gains `glibc.malloc.hugetlb=1` after the user's tunables, never over theirs."""
+    added = entry.huge_page_environment({"A": "1"}, libc="glibc 2.36", thp_mode="madvise")
+    assert added == {"A": "1", "GLIBC_TUNABLES": entry.HUGE_PAGE_TUNABLE}
+    other = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert entry.huge_page_environment(other, libc="glibc 2.39", thp_mode="always")["GLIBC_TUNABLES"] == (
+        f"glibc.malloc.arena_max=2:{entry.HUGE_PAGE_TUNABLE}")
+    for environ, libc, thp in [({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "glibc 2.36", "madvise"),
+                               ({}, "glibc 2.31", "madvise"), ({}, "glibc 2.36", "never"), ({}, "", "always")]:
+        assert entry.huge_page_environment(environ, libc=libc, thp_mode=thp) is None
+
+
+def test_commands_restart_themselves_with_huge_pages(monkeypatch):
+    """`restart_with_huge_pages` re-executes the same command line with the tunable, once; `lincae`
+    does so as a command (argv None) and never when called with arguments (in-process use)."""
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    monkeypatch.setattr(entry, "_libc_version", lambda: "glibc 2.36")
+    monkeypatch.setattr(entry, "_transparent_huge_pages", lambda: "madvise")
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "keras_lincae", "encode", "a.wav"])
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    entry.restart_with_huge_pages()
+    (path, argv, env), = calls
+    assert (path, argv) == (sys.executable, [sys.executable, "-m", "keras_lincae", "encode", "a.wav"])
+    assert env["GLIBC_TUNABLES"] == entry.HUGE_PAGE_TUNABLE
+    monkeypatch.setenv("GLIBC_TUNABLES", env["GLIBC_TUNABLES"])
+    entry.restart_with_huge_pages()  # the restarted process: no second restart
+    assert len(calls) == 1
+
+    from keras_lincae import cli
+
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.setattr(sys, "argv", ["lincae", "--help"])
+    assert cli.main(["--help"]) == 0 and len(calls) == 1
+    assert cli.main() == 0 and len(calls) == 2
+
+
+def test_benchmarks_start_our_backends_as_the_commands_run_them():
+    """`command_environment`: XLA flags on jax only, the huge-page tunable where it applies."""
+    for backend in ("jax", "tensorflow", "torch", None):
+        environ = entry.command_environment(backend, {"KEEP": "1"})
+        assert environ["KEEP"] == "1"
+        assert ("XLA_FLAGS" in environ) == (backend == "jax")
+        assert ("GLIBC_TUNABLES" in environ) == (entry.huge_page_environment({}) is not None)
