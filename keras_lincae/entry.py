@@ -121,10 +121,14 @@ def restart_with_huge_pages():
     """Re-execute this command once with `huge_page_environment()` (when it applies), before any
     framework is imported. Call it only where the process is the command (`__main__`)."""
     environ = huge_page_environment()
-    if environ is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+    if environ is None or not sys.executable:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
         os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], environ)
+    except OSError:  # cannot re-execute (e.g. an embedded interpreter): run as is
+        pass
 
 
 def _libc_version():

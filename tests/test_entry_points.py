@@ -268,9 +268,16 @@ def test_commands_restart_themselves_with_huge_pages(monkeypatch):
     entry.restart_with_huge_pages()  # the restarted process: no second restart
     assert len(calls) == 1
 
+    def refuse(path, argv, env):
+        raise PermissionError("exec not allowed here")
+
+    monkeypatch.setattr(os, "execve", refuse)
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    entry.restart_with_huge_pages()  # cannot re-execute: the command runs on as it is
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+
     from keras_lincae import cli
 
-    monkeypatch.delenv("GLIBC_TUNABLES")
     monkeypatch.setattr(sys, "argv", ["lincae", "--help"])
     assert cli.main(["--help"]) == 0 and len(calls) == 1
     assert cli.main() == 0 and len(calls) == 2
