@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lincae.backend_dispatch import value_if_known
+
 
 def add_shadow_weights(layer, sources):
     """Non-trainable copies of the variables `sources` on `layer` (named `ema_<path>`)."""
@@ -42,7 +44,8 @@ def ema_update(shadow_variables, variables, step, momentum=0.9999, every=1, warm
     only when ``step > 0`` and ``step % every == 0``; that update is the
     ``n = step // every``-th one and uses ``d = ema_decay(n)``:
     ``shadow <- d * shadow + (1 - d) * w``.  Otherwise ``d = 1`` (no change),
-    so the function is traceable with a tensor ``step``.  Initialise the
+    so the function is traceable with a tensor ``step`` (run eagerly, it skips the
+    shadows between updates).  Initialise the
     shadows as copies of the initial weights.
 
     Args:
@@ -66,6 +69,9 @@ def ema_update(shadow_variables, variables, step, momentum=0.9999, every=1, warm
     n = ops.floor_divide(step, every)
     active = ops.logical_and(step > 0, ops.equal(ops.mod(step, every), 0))
     decay = ops.where(active, ema_decay(n, momentum, warmup), 1.0)
+    known = value_if_known(active)
+    if known is not None and not known:  # run eagerly between updates: nothing to do
+        return decay
     for shadow, w in zip(shadow_variables, variables):
         d = ops.cast(decay, shadow.dtype)
         shadow.assign(d * shadow + (1.0 - d) * ops.cast(w, shadow.dtype))
