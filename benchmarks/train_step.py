@@ -197,8 +197,8 @@ def run_worker(name, args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if name != "official":
         env["KERAS_BACKEND"] = name
-    if name != "official" or args.official_huge_pages:  # ours as `lincae` and the recipes run
-        env = entry.command_environment(None if name == "official" else name, env)
+    if name != "official" or args.official_tunables:  # ours as the training recipes run
+        env = entry.command_environment(None if name == "official" else name, env, training=True)
     command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--warmup", str(args.warmup),
                "--steps", str(args.steps), "--repeats", str(args.repeats)]
     if args.official_compile:
@@ -211,10 +211,10 @@ def run_worker(name, args):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def malloc_note(official_huge_pages):
-    """Which sides ran with the huge-page malloc tunable (`keras_lincae.entry.HUGE_PAGE_TUNABLE`)."""
-    ours = entry.command_environment(None).get("GLIBC_TUNABLES", "unset")
-    official = "the same" if official_huge_pages else os.environ.get("GLIBC_TUNABLES", "unset")
+def malloc_note(official_tunables):
+    """Which sides ran with the training malloc tunables (`keras_lincae.entry.malloc_environment`)."""
+    ours = entry.command_environment(None, training=True).get("GLIBC_TUNABLES", "unset")
+    official = "the same" if official_tunables else os.environ.get("GLIBC_TUNABLES", "unset")
     return f"GLIBC_TUNABLES ours {ours}, official {official}"
 
 
@@ -231,9 +231,9 @@ def main(argv=None):
                    help="ours: bfloat16 trains under the mixed_bfloat16 policy (float32 variables)")
     p.add_argument("--official-dtype", default="float32", choices=tuple(POLICIES),
                    help="official: bfloat16 runs its forward pass under torch.autocast")
-    p.add_argument("--official-huge-pages", action="store_true",
-                   help="run the official step with the huge-page malloc tunable too (ours always run "
-                        "as the recipes do, keras_lincae.entry.command_environment)")
+    p.add_argument("--official-tunables", action="store_true",
+                   help="run the official step with our training malloc tunables too (ours always run "
+                        "as the training recipes do, keras_lincae.entry.command_environment)")
     p.add_argument("--timeout", type=int, default=1800)
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -255,7 +255,7 @@ def main(argv=None):
     base = 1.0 / statistics.median(official["step_s"]) if official.get("step_s") else None
     print(f"\nTraining step, reduced config (batch {BATCH} x {FRAMES} frames, hop {ARCH['hop_size']}), "
           f"median of {args.repeats} blocks of {args.steps} steps after {args.warmup} warm-up steps; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {malloc_note(args.official_huge_pages)}\n")
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {malloc_note(args.official_tunables)}\n")
     print("| implementation | trainable params | warm-up (s) | s/step | steps/s | vs official |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():

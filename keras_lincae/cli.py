@@ -399,9 +399,9 @@ def main(argv=None):
     """Run `lincae` with `argv` (default `sys.argv[1:]`); returns the exit status (0, 2 on bad input).
 
     As the command (`argv` None) it first re-executes itself with glibc's malloc on huge pages
-    (`entry.restart_with_huge_pages`)."""
+    (`entry.restart_with_malloc_tunables`)."""
     if argv is None:
-        entry.restart_with_huge_pages()
+        entry.restart_with_malloc_tunables()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -146,5 +146,5 @@ def main(argv=None, models=None):
 
 
 if __name__ == "__main__":
-    entry.restart_with_huge_pages()
+    entry.restart_with_malloc_tunables()
     sys.exit(entry.run(main, PROG))

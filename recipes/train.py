@@ -116,5 +116,5 @@ def _train(args):
 
 
 if __name__ == "__main__":
-    entry.restart_with_huge_pages()
+    entry.restart_with_malloc_tunables(training=True)
     sys.exit(main())

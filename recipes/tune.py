@@ -167,5 +167,5 @@ def main(argv=None, data=None):
 
 
 if __name__ == "__main__":
-    entry.restart_with_huge_pages()
+    entry.restart_with_malloc_tunables(training=True)
     sys.exit(entry.run(main, PROG))

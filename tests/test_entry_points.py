@@ -239,33 +239,42 @@ def test_jax_programs_get_the_memory_saving_xla_flag(monkeypatch):
     assert user["XLA_FLAGS"] == "--xla_cpu_enable_concurrency_optimized_scheduler=true"
 
 
-def test_huge_page_tunable_is_added_once_and_only_where_glibc_can_use_it():
-    """GLIBC_TUNABLES gains `glibc.malloc.hugetlb=1` after the user's tunables, never over theirs."""
-    added = entry.huge_page_environment({"A": "1"}, libc="glibc 2.36", thp_mode="madvise")
+def test_malloc_tunables_are_added_once_and_only_where_glibc_can_use_them():
+    """GLIBC_TUNABLES gains `glibc.malloc.hugetlb=1` (and, for training, the keep-freed-memory
+    tunables) after the user's tunables, never over theirs."""
+    added = entry.malloc_environment({"A": "1"}, libc="glibc 2.36", thp_mode="madvise")
     assert added == {"A": "1", "GLIBC_TUNABLES": entry.HUGE_PAGE_TUNABLE}
     other = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
-    assert entry.huge_page_environment(other, libc="glibc 2.39", thp_mode="always")["GLIBC_TUNABLES"] == (
+    assert entry.malloc_environment(other, libc="glibc 2.39", thp_mode="always")["GLIBC_TUNABLES"] == (
         f"glibc.malloc.arena_max=2:{entry.HUGE_PAGE_TUNABLE}")
     for environ, libc, thp in [({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "glibc 2.36", "madvise"),
                                ({}, "glibc 2.31", "madvise"), ({}, "glibc 2.36", "never"), ({}, "", "always")]:
-        assert entry.huge_page_environment(environ, libc=libc, thp_mode=thp) is None
+        assert entry.malloc_environment(environ, libc=libc, thp_mode=thp) is None
+    training = entry.malloc_environment({}, training=True, libc="glibc 2.36", thp_mode="madvise")
+    assert training["GLIBC_TUNABLES"].split(":") == [entry.HUGE_PAGE_TUNABLE, *entry.TRAINING_MALLOC_TUNABLES]
+    old_glibc = entry.malloc_environment({}, training=True, libc="glibc 2.31", thp_mode="madvise")
+    assert old_glibc["GLIBC_TUNABLES"].split(":") == list(entry.TRAINING_MALLOC_TUNABLES)
+    users = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=5:glibc.malloc.hugetlb=0"}
+    assert entry.malloc_environment(users, training=True, libc="glibc 2.36", thp_mode="always")["GLIBC_TUNABLES"] == (
+        f"glibc.malloc.mmap_max=5:glibc.malloc.hugetlb=0:{entry.TRAINING_MALLOC_TUNABLES[1]}")
+    assert entry.malloc_environment({}, training=True, libc="", thp_mode="always") is None
 
 
-def test_commands_restart_themselves_with_huge_pages(monkeypatch):
-    """`restart_with_huge_pages` re-executes the same command line with the tunable, once; `lincae`
-    does so as a command (argv None) and never when called with arguments (in-process use)."""
+def test_commands_restart_themselves_with_malloc_tunables(monkeypatch):
+    """`restart_with_malloc_tunables` re-executes the same command line with the tunables, once;
+    `lincae` does so as a command (argv None) and never when called with arguments (in-process use)."""
     calls = []
     monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
     monkeypatch.setattr(entry, "_libc_version", lambda: "glibc 2.36")
     monkeypatch.setattr(entry, "_transparent_huge_pages", lambda: "madvise")
     monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "keras_lincae", "encode", "a.wav"])
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    entry.restart_with_huge_pages()
+    entry.restart_with_malloc_tunables()
     (path, argv, env), = calls
     assert (path, argv) == (sys.executable, [sys.executable, "-m", "keras_lincae", "encode", "a.wav"])
     assert env["GLIBC_TUNABLES"] == entry.HUGE_PAGE_TUNABLE
     monkeypatch.setenv("GLIBC_TUNABLES", env["GLIBC_TUNABLES"])
-    entry.restart_with_huge_pages()  # the restarted process: no second restart
+    entry.restart_with_malloc_tunables()  # the restarted process: no second restart
     assert len(calls) == 1
 
     def refuse(path, argv, env):
@@ -273,7 +282,7 @@ def test_commands_restart_themselves_with_huge_pages(monkeypatch):
 
     monkeypatch.setattr(os, "execve", refuse)
     monkeypatch.delenv("GLIBC_TUNABLES")
-    entry.restart_with_huge_pages()  # cannot re-execute: the command runs on as it is
+    entry.restart_with_malloc_tunables()  # cannot re-execute: the command runs on as it is
     monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
 
     from keras_lincae import cli
@@ -283,10 +292,36 @@ def test_commands_restart_themselves_with_huge_pages(monkeypatch):
     assert cli.main() == 0 and len(calls) == 2
 
 
+class _Restarted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("recipe, training", [("train", True), ("tune", True), ("evaluate", False),
+                                              ("demo_page", False)])
+def test_recipes_restart_with_the_tunables_of_their_kind(monkeypatch, recipe, training):
+    """Run as scripts, the training recipes restart with the training malloc tunables, the others
+    with the huge-page one only (nothing else runs before the restart)."""
+    import runpy
+
+    def execve(path, argv, env):
+        raise _Restarted(env["GLIBC_TUNABLES"])
+
+    monkeypatch.setattr(os, "execve", execve)
+    monkeypatch.setattr(entry, "_libc_version", lambda: "glibc 2.36")
+    monkeypatch.setattr(entry, "_transparent_huge_pages", lambda: "madvise")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    with pytest.raises(_Restarted) as restarted:
+        runpy.run_path(os.path.join(REPO, "recipes", f"{recipe}.py"), run_name="__main__")
+    expected = [entry.HUGE_PAGE_TUNABLE] + (list(entry.TRAINING_MALLOC_TUNABLES) if training else [])
+    assert str(restarted.value).split(":") == expected
+
+
 def test_benchmarks_start_our_backends_as_the_commands_run_them():
-    """`command_environment`: XLA flags on jax only, the huge-page tunable where it applies."""
+    """`command_environment`: XLA flags on jax only, the malloc tunables where they apply."""
     for backend in ("jax", "tensorflow", "torch", None):
-        environ = entry.command_environment(backend, {"KEEP": "1"})
-        assert environ["KEEP"] == "1"
-        assert ("XLA_FLAGS" in environ) == (backend == "jax")
-        assert ("GLIBC_TUNABLES" in environ) == (entry.huge_page_environment({}) is not None)
+        for training in (False, True):
+            environ = entry.command_environment(backend, {"KEEP": "1"}, training)
+            assert environ["KEEP"] == "1"
+            assert ("XLA_FLAGS" in environ) == (backend == "jax")
+            expected = entry.malloc_environment({}, training)
+            assert environ.get("GLIBC_TUNABLES") == (expected or {}).get("GLIBC_TUNABLES")
