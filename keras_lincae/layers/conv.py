@@ -170,3 +170,19 @@ class PaddedConv(keras.layers.Layer):
             zero_init=self.zero_init,
         )
         return config
+
+
+
+def pointwise_dense(layer, x):
+    """`layer(x)` for a `keras.layers.Dense` (no activation) applied over the channels of a
+    channels-last map `x` `(batch, *spatial, in)` -> `(batch, *spatial, units)`. On torch it
+    runs as a 1x1 convolution of the channels-first view with the layer's own weights
+    (`channels_first_conv`): oneDNN is 2x faster there than the matmul and its separate bias
+    pass, forward and backward, on maps with few channels."""
+    rank = len(x.shape) - 2
+    if not prefers_channels_first_conv() or rank not in (1, 2):
+        return layer(x)
+    dtype = layer.compute_dtype
+    kernel = ops.cast(ops.reshape(layer.kernel, (1,) * rank + tuple(layer.kernel.shape)), dtype)
+    bias = None if layer.bias is None else ops.cast(layer.bias, dtype)
+    return channels_first_conv(ops.cast(x, dtype), kernel, bias, (1,) * rank, (0,) * rank)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_lincae.layers.conv import PaddedConv, torch_like_initializer
+from keras_lincae.layers.conv import PaddedConv, pointwise_dense, torch_like_initializer
 from keras_lincae.layers.norm import group_norm
 from keras_lincae.layers.self_attention import SelfAttention
 
@@ -148,7 +148,7 @@ class ResBlock(keras.layers.Layer):
             x = self.dropout(x, training=training)
         x = self.conv2(x)
         if self.res_conv is not None:
-            residual = self.res_conv(residual)
+            residual = pointwise_dense(self.res_conv, residual)
         x = x + residual
         if self.att is not None:
             x = self.att(x)

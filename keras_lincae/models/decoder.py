@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_lincae.backend_dispatch import computed_after
-from keras_lincae.layers.conv import PaddedConv, torch_like_initializer
+from keras_lincae.layers.conv import PaddedConv, pointwise_dense, torch_like_initializer
 from keras_lincae.layers.noise_embedding import NoiseLevelEmbedding
 from keras_lincae.layers.norm import group_norm
 from keras_lincae.layers.res_block import ResBlock
@@ -264,18 +264,18 @@ class ConsistencyDecoder(keras.layers.Layer):
         skips = []
         for i, pairs in enumerate(self.down_levels):
             for mix, block in pairs:
-                x = (x + mix(computed_after(pyramid[i], x))) / math.sqrt(2.0)
+                x = (x + pointwise_dense(mix, computed_after(pyramid[i], x))) / math.sqrt(2.0)
                 x = block(x, time_emb, training=training)
                 skips.append(x)
             if i < len(self.downsamples):
                 x = self.downsamples[i](x)
         for i, pairs in enumerate(self.up_levels):
             for mix, block in pairs:
-                x = (x + skips.pop() + mix(computed_after(pyramid[-i - 1], x))) / math.sqrt(3.0)
+                x = (x + skips.pop() + pointwise_dense(mix, computed_after(pyramid[-i - 1], x))) / math.sqrt(3.0)
                 x = block(x, time_emb, training=training)
             if i < len(self.upsamples):
                 x = self.upsamples[i](x)
-        x = (x + self.conv_decoded(computed_after(pyramid[0], x))) / math.sqrt(2.0)
+        x = (x + pointwise_dense(self.conv_decoded, computed_after(pyramid[0], x))) / math.sqrt(2.0)
         x = ops.silu(self.norm_out(x))
         if self.frequency_scaling:
             scale = ops.cast(_run(self.scale_out, embedded), compute_dtype)

@@ -1,9 +1,10 @@
 """PaddedConv and TorchUniform: the standard layer checks, PyTorch padding modes and strides."""
 
+import keras
 import numpy as np
 import pytest
 
-from keras_lincae.layers.conv import PADDING_MODES, PaddedConv, TorchUniform
+from keras_lincae.layers.conv import PADDING_MODES, PaddedConv, TorchUniform, pointwise_dense
 from keras_lincae.testing.helpers import to_numpy
 from keras_lincae.testing.test_case import run_layer_test
 
@@ -65,3 +66,19 @@ def test_torch_uniform_bounds(mode):
     assert TorchUniform.from_config(TorchUniform(mode).get_config()).mode == mode
     with pytest.raises(ValueError, match="mode must be 'fan_in' or 'xavier'"):
         TorchUniform("normal")
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 9, 6), (3, 11, 6)])
+def test_pointwise_dense_is_the_dense_layer_over_channels(rng, shape):
+    """`pointwise_dense(layer, x)` (torch: a 1x1 convolution with the layer's weights) equals
+    `layer(x)` and `x @ kernel + bias`, in float32 and under mixed_bfloat16."""
+    x = rng.standard_normal(shape).astype("float32")
+    for dtype, tolerance in (("float32", 1e-5), ("mixed_bfloat16", 2e-2)):
+        layer = keras.layers.Dense(5, bias_initializer="random_normal", dtype=dtype)
+        layer.build(shape)
+        ours = pointwise_dense(layer, x)
+        assert tuple(ours.shape) == shape[:-1] + (5,)
+        assert keras.backend.standardize_dtype(ours.dtype) == layer.compute_dtype
+        expected = x @ to_numpy(layer.kernel) + to_numpy(layer.bias)
+        for result in (ours, layer(x)):
+            np.testing.assert_allclose(to_numpy(result).astype("float32"), expected, atol=tolerance, rtol=tolerance)
