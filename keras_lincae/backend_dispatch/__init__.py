@@ -176,6 +176,17 @@ def computed_after(tensor, predecessor):
     return tensor
 
 
+def no_gradient():
+    """A context for computations whose result is a stop-gradient target: torch's `no_grad`
+    (eager torch otherwise records the graph and keeps its activations alive for nothing);
+    elsewhere nothing (`ops.stop_gradient` on the result is enough for traced gradients)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
 def auto_jit_compile():
     """What `LinCAE.compile(jit_compile="auto")` means: False for TensorFlow without a GPU, whose
     own (oneDNN) kernels run the training step 1.7x faster than XLA there and compile in seconds

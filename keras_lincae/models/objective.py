@@ -8,6 +8,7 @@ from one noise draw -> pseudo-Huber (or the one-step spectral warm start).
 import keras
 from keras import ops
 
+from keras_lincae.backend_dispatch import no_gradient
 from keras_lincae.models import augment, consistency, losses
 
 
@@ -76,7 +77,8 @@ def consistency_loss(model, representation, pyramid, training):
     )
     sigma, sigma_step = consistency.consistency_sigmas(index, step_size, model.sigma_min, model.sigma_max, model.rho)
     denoise = model.decoder.denoise
-    target = denoise(consistency.add_noise(representation, noise, sigma_step), sigma_step, pyramid, training)
+    with no_gradient():
+        target = denoise(consistency.add_noise(representation, noise, sigma_step), sigma_step, pyramid, training)
     prediction = denoise(consistency.add_noise(representation, noise, sigma), sigma, pyramid, training)
     weights = consistency.consistency_loss_weight(sigma, sigma_step)
     return losses.pseudo_huber_loss(ops.stop_gradient(target), prediction, weights, model.huber_c)
