@@ -6,7 +6,7 @@ import pytest
 from keras_lincae.testing.helpers import music_like, to_numpy
 
 from keras_lincae import LinCAE
-from keras_lincae.backend_dispatch import compile_inference_function
+from keras_lincae.backend_dispatch import compile_inference_function, no_gradient
 from keras_lincae.models import losses
 from keras_lincae.models.validation import MAX_DECODE_STEPS
 
@@ -131,3 +131,14 @@ def test_one_step_spectral_objective_trains_the_one_step_decode(mode):
 def test_unknown_objective_is_refused():
     with pytest.raises(ValueError, match="objective must be one of"):
         LinCAE.from_preset("lin_cae_tiny", load_weights=False, objective="regression")
+
+
+def test_consistency_target_context_computes_values_without_a_graph():
+    """`no_gradient()` (the consistency target's context) keeps values; on torch it records no
+    autograd graph (the target's activations are not kept alive); elsewhere it changes nothing."""
+    weight = keras.Variable(np.array([2.0, -1.0], "float32"))
+    with no_gradient():
+        target = keras.ops.multiply(weight, 3.0)
+    np.testing.assert_allclose(to_numpy(target), [6.0, -3.0])
+    if keras.backend.backend() == "torch":
+        assert not target.requires_grad and keras.ops.multiply(weight, 3.0).requires_grad

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lincae.backend_dispatch import channels_first_conv, prefers_channels_first_conv
+from keras_lincae.backend_dispatch import channels_first_conv, pointwise_conv_is_faster, prefers_channels_first_conv
 
 PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -173,15 +173,13 @@ class PaddedConv(keras.layers.Layer):
 
 
 
-def pointwise_dense(layer, x):
+def pointwise_dense(layer, x, training=None):
     """`layer(x)` for a `keras.layers.Dense` (no activation) applied over the channels of a
-    channels-last map `x` `(batch, *spatial, in)` -> `(batch, *spatial, units)`, run as a 1x1
-    convolution with the layer's own weights: on torch of the channels-first view
-    (`channels_first_conv`; oneDNN is 2-3x faster there than the matmul and its separate bias
-    pass), elsewhere `ops.conv` (XLA:CPU then computes the kernel gradient without copying the
-    map transposed: the JAX training step 1.3x faster)."""
+    channels-last map `x` `(batch, *spatial, in)` -> `(batch, *spatial, units)`; where that is
+    faster (`backend_dispatch.pointwise_conv_is_faster`) as a 1x1 convolution with the layer's
+    own weights: on torch of the channels-first view (`channels_first_conv`), else `ops.conv`."""
     rank = len(x.shape) - 2
-    if rank not in (1, 2):
+    if rank not in (1, 2) or not pointwise_conv_is_faster(training):
         return layer(x)
     dtype = layer.compute_dtype
     kernel = ops.cast(ops.reshape(layer.kernel, (1,) * rank + tuple(layer.kernel.shape)), dtype)

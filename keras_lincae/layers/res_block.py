@@ -148,7 +148,7 @@ class ResBlock(keras.layers.Layer):
             x = self.dropout(x, training=training)
         x = self.conv2(x)
         if self.res_conv is not None:
-            residual = pointwise_dense(self.res_conv, residual)
+            residual = pointwise_dense(self.res_conv, residual, training)
         x = x + residual
         if self.att is not None:
             x = self.att(x)

@@ -264,18 +264,18 @@ class ConsistencyDecoder(keras.layers.Layer):
         skips = []
         for i, pairs in enumerate(self.down_levels):
             for mix, block in pairs:
-                x = (x + pointwise_dense(mix, computed_after(pyramid[i], x))) / math.sqrt(2.0)
+                x = (x + pointwise_dense(mix, computed_after(pyramid[i], x), training)) / math.sqrt(2.0)
                 x = block(x, time_emb, training=training)
                 skips.append(x)
             if i < len(self.downsamples):
                 x = self.downsamples[i](x)
         for i, pairs in enumerate(self.up_levels):
             for mix, block in pairs:
-                x = (x + skips.pop() + pointwise_dense(mix, computed_after(pyramid[-i - 1], x))) / math.sqrt(3.0)
+                x = (x + skips.pop() + pointwise_dense(mix, computed_after(pyramid[-i - 1], x), training)) / math.sqrt(3.0)
                 x = block(x, time_emb, training=training)
             if i < len(self.upsamples):
                 x = self.upsamples[i](x)
-        x = (x + pointwise_dense(self.conv_decoded, computed_after(pyramid[0], x))) / math.sqrt(2.0)
+        x = (x + pointwise_dense(self.conv_decoded, computed_after(pyramid[0], x), training)) / math.sqrt(2.0)
         x = ops.silu(self.norm_out(x))
         if self.frequency_scaling:
             scale = ops.cast(_run(self.scale_out, embedded), compute_dtype)

@@ -68,15 +68,16 @@ def test_torch_uniform_bounds(mode):
         TorchUniform("normal")
 
 
+@pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("shape", [(2, 7, 9, 6), (3, 11, 6)])
-def test_pointwise_dense_is_the_dense_layer_over_channels(rng, shape):
-    """`pointwise_dense(layer, x)` (torch: a 1x1 convolution with the layer's weights) equals
-    `layer(x)` and `x @ kernel + bias`, in float32 and under mixed_bfloat16."""
+def test_pointwise_dense_is_the_dense_layer_over_channels(rng, shape, training):
+    """`pointwise_dense(layer, x)` (a 1x1 convolution with the layer's weights where that is
+    faster) equals `layer(x)` and `x @ kernel + bias`, in float32 and under mixed_bfloat16."""
     x = rng.standard_normal(shape).astype("float32")
     for dtype, tolerance in (("float32", 1e-5), ("mixed_bfloat16", 2e-2)):
         layer = keras.layers.Dense(5, bias_initializer="random_normal", dtype=dtype)
         layer.build(shape)
-        ours = pointwise_dense(layer, x)
+        ours = pointwise_dense(layer, x, training)
         assert tuple(ours.shape) == shape[:-1] + (5,)
         assert keras.backend.standardize_dtype(ours.dtype) == layer.compute_dtype
         expected = x @ to_numpy(layer.kernel) + to_numpy(layer.bias)
