@@ -172,9 +172,8 @@ class PaddedConv(keras.layers.Layer):
         return config
 
 
-
 def pointwise_dense(layer, x, training=None):
-    """`layer(x)` for a `keras.layers.Dense` (no activation) applied over the channels of a
+    """`layer(x)` for a `keras.layers.Dense` (a bias, no activation) applied over the channels of a
     channels-last map `x` `(batch, *spatial, in)` -> `(batch, *spatial, units)`; where that is
     faster (`backend_dispatch.pointwise_conv_is_faster`) as a 1x1 convolution with the layer's
     own weights: on torch of the channels-first view (`channels_first_conv`), else `ops.conv`."""
