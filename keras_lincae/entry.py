@@ -16,6 +16,7 @@ exit status 2 (130 on Ctrl-C), or the full traceback with `--debug`.
 import argparse
 import builtins
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -31,6 +32,12 @@ MAX_MESSAGE = 800  # characters of an error message shown on its one line
 # few cores: off, a 10 s `lin_cae` decode peaks at 3.4 GB instead of 4.6 GB (benchmarks/README.md).
 # XLA reads XLA_FLAGS once per process, so programs set it before JAX starts.
 JAX_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+# Training commands on jax (jaxlib >= 0.10, where XLA:CPU hands convolutions, dots, reductions and
+# elementwise fusions to YNNPACK by default): YNNPACK for single dots and reductions only. XLA's
+# Eigen convolutions take their gradients faster, and the reduced `lin_cae` training step takes
+# 1.10 s instead of 1.30 s; inference keeps YNNPACK's convolutions (a 10 s decode: 10.8 s, 11.5 s
+# without them). benchmarks/README.md has the runs.
+JAX_TRAINING_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce",)
 # glibc's malloc on transparent huge pages: the frameworks allocate and free their large buffers
 # at every call, and each fresh 4 KB page is a fault (a fifth of a JAX training step's CPU time).
 # With it a 10 s `lin_cae` decode on torch is 1.3x faster and a jax encode 1.2x (benchmarks/README.md).
@@ -69,9 +76,9 @@ def note(prog, message):
 # ------------------------------------------------------------------------------------ backend
 
 
-def prepare(prog, backend=None, debug=False, needs_keras=True):
+def prepare(prog, backend=None, debug=False, needs_keras=True, training=False):
     """Set the process up before Keras is imported: quiet TensorFlow's C++ logs, choose the backend,
-    and on JAX add `JAX_XLA_FLAGS` to XLA_FLAGS (less memory on CPU).
+    and on JAX add `jax_xla_flags(training)` to XLA_FLAGS (less memory on CPU; faster training).
 
     TF_CPP_MIN_LOG_LEVEL=3 (when unset, and not with `debug`) hides TensorFlow's C++ INFO, WARNING
     and ERROR lines, such as `failed call to cuInit` on machines without a GPU (an ERROR line, so
@@ -89,8 +96,24 @@ def prepare(prog, backend=None, debug=False, needs_keras=True):
     if backend == "tensorflow":
         import_quietly("tensorflow")
     if backend == "jax":
-        add_xla_flags(JAX_XLA_FLAGS)
+        add_xla_flags(jax_xla_flags(training))
     return backend
+
+
+def jax_xla_flags(training=False, jaxlib_version=None):
+    """The XLA flags our commands run jax with: `JAX_XLA_FLAGS`, and for a training command
+    `JAX_TRAINING_XLA_FLAGS` where the installed jaxlib (`jaxlib_version`, e.g. "0.10.2"; default:
+    the installed one, read without importing it) knows them (XLA aborts on an unknown flag)."""
+    if not training:
+        return JAX_XLA_FLAGS
+    if jaxlib_version is None:
+        try:
+            jaxlib_version = importlib.metadata.version("jaxlib")
+        except importlib.metadata.PackageNotFoundError:
+            return JAX_XLA_FLAGS
+    match = re.match(r"(\d+)\.(\d+)", jaxlib_version)
+    known = match is not None and (int(match[1]), int(match[2])) >= (0, 10)
+    return JAX_XLA_FLAGS + (JAX_TRAINING_XLA_FLAGS if known else ())
 
 
 def malloc_environment(environ=os.environ, training=False, libc=None, thp_mode=None):
@@ -119,12 +142,12 @@ def malloc_environment(environ=os.environ, training=False, libc=None, thp_mode=N
 
 def command_environment(backend, environ=os.environ, training=False):
     """A copy of `environ` as `lincae` and the recipes run `backend` (jax, tensorflow, torch):
-    `JAX_XLA_FLAGS` on jax and, where they apply, the malloc tunables (`malloc_environment`; the
+    `jax_xla_flags(training)` on jax and, where they apply, the malloc tunables (`malloc_environment`; the
     training ones for a training command). For scripts that start them as subprocesses (the
     benchmarks)."""
     environ = dict(malloc_environment(environ, training) or environ)
     if backend == "jax":
-        add_xla_flags(JAX_XLA_FLAGS, environ)
+        add_xla_flags(jax_xla_flags(training), environ)
     return environ
 
 

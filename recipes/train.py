@@ -92,7 +92,7 @@ def main(argv=None):
 
 
 def _train(args):
-    entry.prepare(PROG, args.backend, args.debug)
+    entry.prepare(PROG, args.backend, args.debug, training=True)
     from keras_lincae.training.config import TrainConfig, apply_overrides, load_config, resumed_mapping
     from keras_lincae.training.trainer import train
 

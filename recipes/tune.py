@@ -135,7 +135,7 @@ def main(argv=None, data=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    entry.prepare(PROG, args.backend, args.debug)
+    entry.prepare(PROG, args.backend, args.debug, training=True)
     try:
         settings = settings_from_args(args)
     except ValueError as e:

@@ -239,6 +239,40 @@ def test_jax_programs_get_the_memory_saving_xla_flag(monkeypatch):
     assert user["XLA_FLAGS"] == "--xla_cpu_enable_concurrency_optimized_scheduler=true"
 
 
+def test_training_commands_get_the_training_xla_flags_where_jaxlib_knows_them(monkeypatch):
+    """`prepare(training=True)` adds `JAX_TRAINING_XLA_FLAGS` on jax, for jaxlib >= 0.10 only."""
+    assert entry.jax_xla_flags(training=False, jaxlib_version="0.10.2") == entry.JAX_XLA_FLAGS
+    assert entry.jax_xla_flags(training=True, jaxlib_version="0.10.2") == (
+        entry.JAX_XLA_FLAGS + entry.JAX_TRAINING_XLA_FLAGS)
+    for older in ("0.9.1", "0.4.30", "unknown"):
+        assert entry.jax_xla_flags(training=True, jaxlib_version=older) == entry.JAX_XLA_FLAGS
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    backend = entry.prepare("train", training=True)
+    flags = os.environ["XLA_FLAGS"].split()
+    assert (set(entry.JAX_TRAINING_XLA_FLAGS) <= set(flags)) == (backend == "jax" and entry.jax_xla_flags(True) != entry.JAX_XLA_FLAGS)
+
+
+def test_the_installed_jaxlib_trains_a_convolution_with_the_training_xla_flags():
+    """XLA aborts the process on a flag it does not know: a jax process started as the training
+    commands start it computes a convolution's gradients (as without the flags)."""
+    script = (
+        "import jax, jax.numpy as jnp, numpy as np\n"
+        "x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 4)), 'float32')\n"
+        "k = jnp.asarray(np.random.default_rng(1).standard_normal((3, 3, 4, 4)), 'float32')\n"
+        "f = lambda x, k: (jax.lax.conv_general_dilated(x, k, (1, 1), 'SAME',"
+        " dimension_numbers=('NHWC', 'HWIO', 'NHWC')) ** 2).sum()\n"
+        "print(repr(np.asarray(jax.jit(jax.grad(f, (0, 1)))(x, k)[1]).sum().item()))\n"
+    )
+    sums = []
+    for training in (False, True):
+        environ = entry.command_environment("jax", {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, training)
+        result = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        sums.append(float(result.stdout.strip().splitlines()[-1]))
+    assert abs(sums[0] - sums[1]) <= 1e-4 * abs(sums[0])
+
+
 def test_malloc_tunables_are_added_once_and_only_where_glibc_can_use_them():
     """GLIBC_TUNABLES gains `glibc.malloc.hugetlb=1` (and, for training, the keep-freed-memory
     tunables) after the user's tunables, never over theirs."""
