@@ -22,8 +22,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FULL = dict(config="full", seconds=10, batch=8, runs=2, train=("--warmup", "3", "--steps", "5", "--repeats", "2"))
-QUICK = dict(config="reduced", seconds=1, batch=2, runs=1, train=("--warmup", "1", "--steps", "1", "--repeats", "1"))
+FULL = dict(config="full", seconds=10, batch=8, runs=2, train=("--warmup", "3", "--steps", "5", "--repeats", "2", "--rounds", "1"))
+QUICK = dict(config="reduced", seconds=1, batch=2, runs=1, train=("--warmup", "1", "--steps", "1", "--repeats", "1", "--rounds", "1"))
 
 
 def installed_backends():

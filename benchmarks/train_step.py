@@ -14,8 +14,12 @@ pseudo-Huber loss weighted by 1 / (sigma - sigma_step), torch RAdam, EMA update 
 learning rate set each step. It runs eagerly (as the official `compile_model: false`; pass
 `--official-compile` for torch.compile of the step), on the GPU when torch sees one.
 
-Each side runs in its own subprocess, one after the other: a few warm-up steps (compilation),
-then `--repeats` timed blocks of `--steps` steps; the median block gives steps/s.
+Each side runs in its own subprocess, one at a time: a few warm-up steps (compilation), then
+`--repeats` timed blocks of `--steps` steps. `--rounds` repeats that for every side in fresh
+processes, the order rotating from round to round, so that the VM drifting over the minutes of a
+run, or a process landing on slower memory, shows up as a spread. s/step is each side's median
+block over all rounds; "vs official" is, per round, official median block / own median block,
+quoted as the median over rounds and its range.
 
     python benchmarks/train_step.py                 # all backends + official
     python benchmarks/train_step.py --only jax official --steps 10
@@ -223,7 +227,8 @@ def main(argv=None):
     p.add_argument("--only", nargs="+", default=["official", "jax", "tensorflow", "torch"])
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     p.add_argument("--steps", type=int, default=5, help="steps per timed block")
-    p.add_argument("--repeats", type=int, default=3, help="timed blocks (the median is reported)")
+    p.add_argument("--repeats", type=int, default=3, help="timed blocks per process")
+    p.add_argument("--rounds", type=int, default=2, help="fresh processes per side, one side at a time")
     p.add_argument("--official-compile", action="store_true", help="torch.compile the official step")
     p.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"),
                    help="ours: model.compile(jit_compile=...) (tensorflow: XLA or TF's own kernels)")
@@ -247,17 +252,29 @@ def main(argv=None):
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
+    rounds = []  # per round: {name: worker result}
+    for r in range(args.rounds):
+        order = args.only[r % len(args.only):] + args.only[: r % len(args.only)]
+        rounds.append({})
+        for name in order:
+            print(f"round {r + 1}/{args.rounds}: running {name} ...", file=sys.stderr, flush=True)
+            rounds[-1][name] = run_worker(name, args)
     results = {}
     for name in args.only:
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        results[name] = run_worker(name, args)
-    official = results.get("official", {})
-    base = 1.0 / statistics.median(official["step_s"]) if official.get("step_s") else None
+        runs = [by_name[name] for by_name in rounds]
+        failed = [run for run in runs if "error" in run]
+        results[name] = failed[0] if failed else dict(
+            params=runs[0]["params"], warmup_s=[run["warmup_s"] for run in runs],
+            step_s=[t for run in runs for t in run["step_s"]],
+            round_step_s=[statistics.median(run["step_s"]) for run in runs])
+    official = results.get("official", {}).get("round_step_s")
     print(f"\nTraining step, reduced config (batch {BATCH} x {FRAMES} frames, hop {ARCH['hop_size']}), "
-          f"median of {args.repeats} blocks of {args.steps} steps after {args.warmup} warm-up steps; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {malloc_note(args.official_tunables)}\n")
-    print("| implementation | trainable params | warm-up (s) | s/step | steps/s | vs official |")
-    print("|---|---|---|---|---|---|")
+          f"{args.rounds} round(s) of one fresh process per side, each {args.repeats} blocks of {args.steps} "
+          f"steps after {args.warmup} warm-up steps; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs; {malloc_note(args.official_tunables)}\n")
+    print("| implementation | trainable params | warm-up (s) | s/step (median block) | per-round s/step "
+          "| vs official (median over rounds) | per-round range |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         label = "official linear_cae (torch eager)" if name == "official" else f"keras-lincae ({name})"
         if name == "official" and args.official_compile:
@@ -265,11 +282,15 @@ def main(argv=None):
         dtype = args.official_dtype if name == "official" else args.dtype
         label += f", {dtype}" if dtype != "float32" else ""
         if "error" in r:
-            print(f"| {label} | - | - | - | - | failed: {' '.join(r['error'])[:120]} |")
+            print(f"| {label} | - | - | - | - | failed: {' '.join(r['error'])[:120]} | - |")
             continue
-        s = statistics.median(r["step_s"])
-        ratio = f"{(1.0 / s) / base:.2f}x" if base else "-"
-        print(f"| {label} | {r['params']:,} | {r['warmup_s']:.1f} | {s:.3f} | {1.0 / s:.2f} | {ratio} |")
+        ratios = [o / t for o, t in zip(official, r["round_step_s"])] if official else []
+        r["vs_official"] = ratios
+        ratio = f"{statistics.median(ratios):.2f}x" if ratios else "-"
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else "-"
+        per_round = " / ".join(f"{t:.3f}" for t in r["round_step_s"])
+        print(f"| {label} | {r['params']:,} | {statistics.median(r['warmup_s']):.1f} | "
+              f"{statistics.median(r['step_s']):.3f} | {per_round} | {ratio} | {spread} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
