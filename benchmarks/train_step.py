@@ -197,6 +197,18 @@ def official_worker(warmup, steps, repeats, compile_step=False, dtype="float32")
 
 
 # ---------------------------------------------------------------------------------- driver
+def print_goals(speedups):
+    """PASS/FAIL for the training goals on `{backend: median official / ours}`: every backend at
+    least as fast as the official step, the fastest at least 1.5x."""
+    if not speedups:
+        return
+    slower = [f"{name} {x:.2f}x" for name, x in speedups.items() if x < 1.0]
+    best = max(speedups, key=speedups.get)
+    print("\ngoals (median over rounds):")
+    print(f"  every backend at least as fast as official: {'PASS' if not slower else 'FAIL (' + ', '.join(slower) + ')'}")
+    print(f"  fastest ({best}) >= 1.5x official: {'PASS' if speedups[best] >= 1.5 else 'FAIL'} ({speedups[best]:.2f}x)")
+
+
 def run_worker(name, args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if name != "official":
@@ -291,6 +303,8 @@ def main(argv=None):
         per_round = " / ".join(f"{t:.3f}" for t in r["round_step_s"])
         print(f"| {label} | {r['params']:,} | {statistics.median(r['warmup_s']):.1f} | "
               f"{statistics.median(r['step_s']):.3f} | {per_round} | {ratio} | {spread} |")
+    print_goals({name: statistics.median(r["vs_official"]) for name, r in results.items()
+                 if name != "official" and r.get("vs_official")})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
