@@ -424,7 +424,8 @@ def main(argv=None):
         for backend in backends:
             results.append((backend, spawn(backend, args, backend=backend)))
     print_tables(results, official, args.batch * args.seconds)
-    check_goals(results, official)
+    if args.dtype == args.official_dtype == "float32":  # the goals are float32 against float32
+        check_goals(results, official)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "load_end": loadavg(), "results": dict(results)}, f, indent=1)

@@ -303,8 +303,9 @@ def main(argv=None):
         per_round = " / ".join(f"{t:.3f}" for t in r["round_step_s"])
         print(f"| {label} | {r['params']:,} | {statistics.median(r['warmup_s']):.1f} | "
               f"{statistics.median(r['step_s']):.3f} | {per_round} | {ratio} | {spread} |")
-    print_goals({name: statistics.median(r["vs_official"]) for name, r in results.items()
-                 if name != "official" and r.get("vs_official")})
+    if args.dtype == args.official_dtype == "float32":  # the goals are float32 against float32
+        print_goals({name: statistics.median(r["vs_official"]) for name, r in results.items()
+                     if name != "official" and r.get("vs_official")})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
