@@ -21,10 +21,10 @@ from keras_lincae import LinCAE
 from keras_lincae import presets
 from keras_lincae.models.official_checkpoint import RELEASE_FILES
 from keras_lincae.testing import official_oracle as oracle
+from keras_lincae.testing.official_oracle import PARITY_MAX_RELATIVE_ERROR, max_relative_error
 from keras_lincae.testing.helpers import music_like, randomize_weights, to_numpy
 from keras_lincae.testing.hub_server import HubServer
 
-PARITY = 1e-4  # max error relative to the largest official value, as in test_parity_official.py
 OFFICIAL_FOLDER = presets.BUILTIN_PRESETS["lin_cae"]["official_folder"]
 WEIGHTS = f"{OFFICIAL_FOLDER}/{RELEASE_FILES['weights']}"
 
@@ -73,10 +73,6 @@ def _load(tmp_path, hub_url, sources, audio, noise=None, offline=False):
             assert "\n" not in outcomes[source], outcomes[source]
     assert sorted(outcomes) == sorted(sources), run.stdout + run.stderr[-3000:]
     return outcomes, dict(np.load(out))
-
-
-def _relative_error(actual, expected):
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +128,8 @@ def test_official_preset_downloads_converts_once_and_loads_offline(official, tmp
         assert hub.file_requests()[before:] == [f"{presets.OFFICIAL_HF_REPO}/{WEIGHTS}"]
         assert not any("README" in path for _, path, _ in hub.requests)  # outside the folder
     assert first["scale0"] == 33.0
-    assert _relative_error(first["latents0"], expected) <= PARITY
-    assert _relative_error(first["decoded0"], reference) <= PARITY
+    assert max_relative_error(first["latents0"], expected) <= PARITY_MAX_RELATIVE_ERROR
+    assert max_relative_error(first["decoded0"], reference) <= PARITY_MAX_RELATIVE_ERROR
     assert _converted_files(tmp_path) == ["lin_cae"]  # no staging or lock left
 
     outcome, again = _load(tmp_path, hub.url, ["lin_cae"], audio, offline=True)  # the hub is gone

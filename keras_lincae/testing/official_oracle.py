@@ -7,6 +7,17 @@ import os
 
 import numpy as np
 
+PARITY_MAX_RELATIVE_ERROR = 1e-4  # ours against the official outputs, float32 on any backend
+
+
+def max_relative_error(actual, expected):
+    """`max |actual - expected| / max |expected|` in float64; NaN when the shapes differ."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        return float("nan")
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
 FRONTEND = dict(hop_size=512, n_fft_factor=4, alpha_rescale=0.65, beta_rescale=0.34, sample_rate=44100)
 LIN_CAE_GENERATOR = dict(
     base_channels=64, layers_list=[2, 2, 2, 2, 2], multipliers_list=[1, 2, 4, 4, 4],
