@@ -85,7 +85,6 @@ def synthetic_music(seconds, seed=0):
     return out[None, :]
 
 
-
 def timed(fn, runs):
     """Median wall and CPU seconds of `runs` calls; returns (wall, cpu, last output)."""
     walls, cpus, out = [], [], None
@@ -245,7 +244,8 @@ def worker_keras(args):
     dec_wall, dec_cpu, decoded = timed(decode, args.runs)
     result = {"encode_s": enc_wall, "decode_s": dec_wall, "encode_cpu_s": enc_cpu, "decode_cpu_s": dec_cpu,
               "encode_warmup_s": encode_warm, "decode_warmup_s": decode_warm,
-              "encode_err": max_relative_error(latents, official["latents"]), "decode_err": max_relative_error(decoded, official["decoded"]),
+              "encode_err": max_relative_error(latents, official["latents"]),
+              "decode_err": max_relative_error(decoded, official["decoded"]),
               "compute_dtype": model.compute_dtype, "device": accelerator(backend)}
     if backend in args.profile.split(","):
         text = cprofile_top(decode)
