@@ -7,7 +7,7 @@ from keras_lincae.testing.helpers import music_like, to_numpy
 
 from keras_lincae import LinCAE
 from keras_lincae.backend_dispatch import compile_inference_function, no_gradient
-from keras_lincae.models import losses
+from keras_lincae.models import losses, objective
 from keras_lincae.models.validation import MAX_DECODE_STEPS
 
 N = 12_000
@@ -117,9 +117,41 @@ def test_spectral_loss_is_phase_blind_and_scale_aware():
     assert np.isfinite(silent)
 
 
-@pytest.mark.parametrize("mode", ["lin_cae", "m2l"])
-def test_one_step_spectral_objective_trains_the_one_step_decode(mode):
-    model = LinCAE.from_preset("lin_cae_tiny", load_weights=False, objective="one_step_spectral", mode=mode)
+def test_complex_spectral_convergence_is_phase_aware():
+    t = np.arange(8192) / 44100.0
+    tone = np.sin(2 * np.pi * 440.0 * t)[None].astype("float32")
+    shifted = np.sin(2 * np.pi * 440.0 * t + 1.3)[None].astype("float32")
+
+    def distance(prediction, target=tone):
+        return float(to_numpy(losses.complex_spectral_convergence(prediction, target)))
+
+    # |1 - exp(1.3 i)| = 2 sin(0.65): a right magnitude with a wrong phase costs more than silence
+    assert distance(tone) < 1e-3
+    np.testing.assert_allclose(distance(0.5 * tone), 0.5, atol=1e-3)
+    np.testing.assert_allclose(distance(np.zeros_like(tone)), 1.0, atol=1e-3)
+    np.testing.assert_allclose(distance(shifted), 2 * np.sin(0.65), atol=0.02)
+    assert distance(np.zeros_like(tone), np.zeros_like(tone)) == 0.0
+
+
+def test_phase_weight_adds_the_complex_term_to_the_one_step_objective():
+    """Same weights, same noise draw: the loss grows linearly in `spectral_phase_weight`."""
+    values = []
+    for weight in (0.0, 1.0, 2.0):
+        keras.utils.set_random_seed(0)
+        model = LinCAE.from_preset(
+            "lin_cae_tiny", load_weights=False, objective="one_step_spectral", spectral_phase_weight=weight
+        )
+        audio = music_like(model.decoded_length(2), batch=2)
+        values.append(float(to_numpy(objective.training_loss(model, audio, model(audio), training=False))))
+    assert values[1] - values[0] > 0.05
+    np.testing.assert_allclose(values[2] - values[0], 2 * (values[1] - values[0]), rtol=1e-3)
+
+
+@pytest.mark.parametrize("mode, phase_weight", [("lin_cae", 0.0), ("m2l", 0.0), ("lin_cae", 1.0)])
+def test_one_step_spectral_objective_trains_the_one_step_decode(mode, phase_weight):
+    model = LinCAE.from_preset(
+        "lin_cae_tiny", load_weights=False, objective="one_step_spectral", mode=mode, spectral_phase_weight=phase_weight
+    )
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     clips = np.concatenate([music_like(model.decoded_length(2), batch=2, seed=s) for s in range(2)])
     history = model.fit(clips, batch_size=4, epochs=12, verbose=0, shuffle=False)
@@ -131,6 +163,8 @@ def test_one_step_spectral_objective_trains_the_one_step_decode(mode):
 def test_unknown_objective_is_refused():
     with pytest.raises(ValueError, match="objective must be one of"):
         LinCAE.from_preset("lin_cae_tiny", load_weights=False, objective="regression")
+    with pytest.raises(ValueError, match="spectral_phase_weight must be finite and >= 0"):
+        LinCAE.from_preset("lin_cae_tiny", load_weights=False, spectral_phase_weight=-1.0)
 
 
 def test_consistency_target_context_computes_values_without_a_graph():

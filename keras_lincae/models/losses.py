@@ -1,5 +1,6 @@
-"""The training losses: pseudo-Huber (the official consistency objective) and the phase-blind
-multi-resolution spectral loss of the one-step warm start (`objective="one_step_spectral"`)."""
+"""The training losses: pseudo-Huber (the official consistency objective), and for the one-step
+warm start (`objective="one_step_spectral"`) the phase-blind multi-resolution spectral loss and
+the phase-aware complex spectral convergence."""
 
 import math
 
@@ -11,8 +12,8 @@ SPECTRAL_RESOLUTIONS = ((2048, 512), (1024, 256), (512, 128), (256, 64))
 SPECTRAL_POWER_FLOOR = 1e-7
 
 
-def _stft_magnitude(audio, n_fft, hop):
-    """`(batch, samples)` -> `(batch, frames, n_fft // 2 + 1)` Hann-windowed |STFT|.
+def _stft(audio, n_fft, hop):
+    """`(batch, samples)` -> real, imag `(batch, frames, n_fft // 2 + 1)` Hann-windowed STFT.
 
     Zero-padded by `n_fft - hop` on both sides so every sample lies in `n_fft / hop` frames.
     """
@@ -24,8 +25,26 @@ def _stft_magnitude(audio, n_fft, hop):
     blocks = ops.reshape(audio[:, : num_blocks * hop], (-1, num_blocks, hop))
     frames = ops.concatenate([blocks[:, k : k + num_frames] for k in range(blocks_per_frame)], axis=-1)
     window = 0.5 - 0.5 * ops.cos(2.0 * 3.141592653589793 * ops.arange(n_fft, dtype="float32") / n_fft)
-    real, imag = ops.rfft(frames * window)
+    return ops.rfft(frames * window)
+
+
+def _stft_magnitude(audio, n_fft, hop):
+    """`(batch, samples)` -> `(batch, frames, n_fft // 2 + 1)` |STFT| (floored, no zero gradient)."""
+    real, imag = _stft(audio, n_fft, hop)
     return ops.sqrt(ops.maximum(real * real + imag * imag, SPECTRAL_POWER_FLOOR))
+
+
+def complex_spectral_convergence(prediction, target, n_fft=2048, hop=512):
+    """`||STFT(prediction) - STFT(target)|| / ||STFT(target)||` over the whole batch (Frobenius).
+
+    Phase-aware: a right magnitude with a wrong phase costs up to 2, silence 1, so it rewards
+    phase that is coherent with the input where the latents determine it. `prediction`,
+    `target`: `(batch, samples)`, same length. Returns a scalar.
+    """
+    xr, xi = _stft(ops.cast(prediction, "float32"), n_fft, hop)
+    yr, yi = _stft(ops.cast(target, "float32"), n_fft, hop)
+    error = ops.sum(ops.square(yr - xr) + ops.square(yi - xi))
+    return ops.sqrt(error) / ops.sqrt(ops.sum(ops.square(yr) + ops.square(yi)) + SPECTRAL_POWER_FLOOR)
 
 
 def multi_resolution_spectral_loss(prediction, target, log_weight=1.0, resolutions=SPECTRAL_RESOLUTIONS):

@@ -85,7 +85,10 @@ def consistency_loss(model, representation, pyramid, training):
 
 
 def one_step_spectral_loss(model, audio, representation, pyramid, training):
-    """1-step decode from `sigma_max` noise, phase-blind spectral loss against `audio`.
+    """1-step decode from `sigma_max` noise, spectral loss against `audio`.
+
+    Phase-blind multi-resolution loss, plus `spectral_phase_weight` times the phase-aware
+    complex spectral convergence (2048/512) when that weight is not 0.
 
     The `n_fft - hop` samples at each end, where the inverse STFT is not exact, are left out.
     Not in the paper: a warm start of the 1-step regime for small budgets. Returns a scalar.
@@ -95,9 +98,11 @@ def one_step_spectral_loss(model, audio, representation, pyramid, training):
     denoised = model.decoder.denoise(noise * model.sigma_max, sigma, pyramid, training)
     decoded = model.frontend.to_waveform(denoised)
     edge, length = model.frontend.n_fft - model.hop_size, decoded.shape[-1]
-    return losses.multi_resolution_spectral_loss(
-        decoded[:, edge : length - edge], audio[:, edge : length - edge], log_weight=model.spectral_log_weight
-    )
+    decoded, audio = decoded[:, edge : length - edge], audio[:, edge : length - edge]
+    loss = losses.multi_resolution_spectral_loss(decoded, audio, log_weight=model.spectral_log_weight)
+    if model.spectral_phase_weight:
+        loss = loss + model.spectral_phase_weight * losses.complex_spectral_convergence(decoded, audio)
+    return loss
 
 
 def gain_range(model, step):

@@ -142,8 +142,9 @@ def check_training(config):
             raise ValueError(f"{key} must be a probability in [0, 1], got {config[key]}")
     if config["gain_hold_fraction"] + config["gain_end_fraction"] > 1.0:
         raise ValueError("gain_hold_fraction + gain_end_fraction must not exceed 1")
-    if not 0.0 <= float(config["spectral_log_weight"]) < float("inf"):
-        raise ValueError(f"spectral_log_weight must be finite and >= 0, got {config['spectral_log_weight']}")
+    for key in ("spectral_log_weight", "spectral_phase_weight"):
+        if not 0.0 <= float(config[key]) < float("inf"):
+            raise ValueError(f"{key} must be finite and >= 0, got {config[key]}")
     if int(config["total_steps"]) < 1:
         raise ValueError(f"total_steps must be positive, got {config['total_steps']}")
     if config["ema_momentum"] is not None and not 0.0 < float(config["ema_momentum"]) < 1.0:
