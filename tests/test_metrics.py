@@ -409,3 +409,15 @@ def test_magnitude_snr_ignores_phase_and_measures_level():
     assert M.si_sdr(shifted, tone) < 0.0  # the waveform metric punishes the phase
     assert M.magnitude_snr(0.5 * tone, tone) == pytest.approx(20 * np.log10(2.0), abs=0.01)
     assert M.magnitude_snr(np.zeros_like(tone), tone) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_best_gain_magnitude_snr_scores_shape_and_level_db_scores_loudness():
+    t = np.arange(44100) / 44100.0
+    tone = np.sin(2 * np.pi * 440.0 * t)
+    other = np.sin(2 * np.pi * 1250.0 * t)
+    assert M.magnitude_snr(0.25 * tone, tone, best_gain=True) > 60.0  # right shape, too quiet
+    assert M.magnitude_snr(0.25 * tone, tone) < 3.0
+    # a wrong shape gains little from the best gain: |Y| - g|X| keeps |Y| where X is silent
+    assert M.magnitude_snr(other, tone, best_gain=True) < 0.5
+    np.testing.assert_allclose(M.level_db(0.5 * tone, tone), 20 * np.log10(0.5), atol=1e-6)
+    np.testing.assert_allclose(M.level_db(np.stack([tone, 2 * tone]), np.stack([tone, tone])), [0.0, 6.0206], atol=1e-3)

@@ -87,12 +87,15 @@ def _stft_magnitude(x: np.ndarray, n_fft: int, hop: int, win_length: int, eps: f
 
 
 def magnitude_snr(estimate, reference, n_fft: int = MAG_SNR_FFT_SIZE, hop: int = MAG_SNR_HOP,
-                  eps: float = EPS):
+                  eps: float = EPS, best_gain: bool = False):
     """Magnitude-spectrogram SNR in dB (higher is better): phase-blind reconstruction quality.
 
     ``10 log10(sum |Y|^2 / sum (|Y| - |X|)^2)`` with ``|STFT|`` (Hann ``n_fft``, hop ``hop``,
     centred reflect padding) of the reference ``Y`` and the estimate ``X``. A consistency decoder
     invents phase, so this (with MR-STFT) judges its reconstructions; SI-SDR goes beside it.
+    An estimate that is too quiet where it is unsure scores higher, so ``best_gain=True`` scores
+    ``g |X|`` with the least-squares gain ``g = sum |X||Y| / sum |X|^2``: the spectrogram's shape
+    only (read it beside `level_db`).
 
     Args:
         estimate, reference: ``(batch, samples)`` or ``(samples,)``, more than ``n_fft // 2`` samples.
@@ -106,8 +109,22 @@ def magnitude_snr(estimate, reference, n_fft: int = MAG_SNR_FFT_SIZE, hop: int =
     for b in range(est.shape[0]):
         x_mag = _stft_magnitude(est[b], n_fft, hop, n_fft, 0.0)
         y_mag = _stft_magnitude(ref[b], n_fft, hop, n_fft, 0.0)
+        if best_gain:
+            x_mag = x_mag * (np.sum(x_mag * y_mag) / (np.sum(x_mag**2) + eps))
         values[b] = 10.0 * np.log10((np.sum(y_mag**2) + eps) / (np.sum((y_mag - x_mag) ** 2) + eps))
     return unbatch(values, was_1d)
+
+
+def level_db(estimate, reference, eps: float = EPS):
+    """RMS level of ``estimate`` relative to ``reference`` in dB (0: as loud; no better direction).
+
+    Args:
+        estimate, reference: ``(batch, samples)`` or ``(samples,)``.
+    Returns:
+        ``(batch,)`` (scalar for 1-D input).
+    """
+    est, ref, was_1d = audio_pair(estimate, reference)
+    return unbatch(10.0 * np.log10((np.mean(est**2, axis=1) + eps) / (np.mean(ref**2, axis=1) + eps)), was_1d)
 
 
 def multi_resolution_stft_distance(

@@ -48,6 +48,8 @@ def metric_specs(gains: Sequence[float] = DEFAULT_GAINS) -> list[MetricSpec]:
         MetricSpec("recon_si_sdr", "Rec. SI-SDR (dB)", "reconstruction", True),
         MetricSpec("recon_snr", "Rec. SNR (dB)", "reconstruction", True),
         MetricSpec("recon_mrstft", "Rec. MR-STFT", "reconstruction", False),
+        MetricSpec("recon_mag_snr_best_gain", "Rec. mag-SNR at best gain (dB)", "reconstruction", True),
+        MetricSpec("recon_level", "Rec. level (dB)", "reconstruction", None),
     ]
     for g in gains:
         specs.append(MetricSpec(f"enc_homog_{gain_name(g)}", f"Enc. hom. a={gain_name(g)}",

@@ -21,6 +21,9 @@ HEADLINE_METRICS = {
     "recon_mrstft": "multi-resolution STFT distance of the reconstruction (official auraloss settings)",
     "recon_si_sdr": "waveform SI-SDR; a consistency decoder invents phase, so it stays low even when "
                     "the reconstruction sounds right",
+    "recon_mag_snr_best_gain": "magnitude SNR after the least-squares gain: the spectrogram's shape only; "
+                               "far above Rec. mag-SNR when the decode is too quiet or too loud",
+    "recon_level": "RMS level of the reconstruction relative to the input (0 dB: as loud)",
     "dec_homog_mean": "decoder homogeneity: SNR of Dec(a z) against a Dec(z), mean over gains a",
     "enc_add": "encoder additivity: relative error of Enc(u + v) against Enc(u) + Enc(v)",
     "dec_add_mrstft": "decoder additivity: MR-STFT of Dec(Enc(u) + Enc(v)) against u + v",

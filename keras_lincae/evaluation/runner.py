@@ -121,6 +121,8 @@ def evaluate_batch(fns, mixture, target, accompaniment, metrics=None,
         out["recon_si_sdr"] = M.si_sdr(y, x)
         out["recon_snr"] = M.snr(y, x)
         out["recon_mrstft"] = M.multi_resolution_stft_distance(y, x)
+        out["recon_mag_snr_best_gain"] = M.magnitude_snr(y, x, best_gain=True)
+        out["recon_level"] = M.level_db(y, x)
     if "encoder_homogeneity" in groups:
         eh = L.encoder_homogeneity(encode, x, gains)
         for g, row in zip(gains, eh):
