@@ -29,7 +29,7 @@ def _stft(audio, n_fft, hop):
 
 
 def _stft_magnitude(audio, n_fft, hop):
-    """`(batch, samples)` -> `(batch, frames, n_fft // 2 + 1)` |STFT| (floored, no zero gradient)."""
+    """`(batch, samples)` -> `(batch, frames, n_fft // 2 + 1)` |STFT|, power floored (finite gradient at 0)."""
     real, imag = _stft(audio, n_fft, hop)
     return ops.sqrt(ops.maximum(real * real + imag * imag, SPECTRAL_POWER_FLOOR))
 
