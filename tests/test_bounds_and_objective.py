@@ -133,25 +133,40 @@ def test_complex_spectral_convergence_is_phase_aware():
     assert distance(np.zeros_like(tone), np.zeros_like(tone)) == 0.0
 
 
-def test_phase_weight_adds_the_complex_term_to_the_one_step_objective():
-    """Same weights, same noise draw: the loss grows linearly in `spectral_phase_weight`."""
+def test_log_energy_distance_is_the_per_clip_level_error():
+    t = np.arange(8192) / 44100.0
+    tone = np.sin(2 * np.pi * 440.0 * t)[None].astype("float32")
+    shifted = np.sin(2 * np.pi * 440.0 * t + 1.3)[None].astype("float32")
+
+    def distance(prediction, target):
+        return float(to_numpy(losses.log_energy_distance(prediction, target)))
+
+    assert distance(shifted, tone) < 5e-3  # phase-blind (up to the partial periods at the ends)
+    np.testing.assert_allclose(distance(0.5 * tone, tone), np.log(4.0), rtol=1e-4)  # 6 dB quieter
+    np.testing.assert_allclose(distance(2.0 * tone, tone), np.log(4.0), rtol=1e-4)  # 6 dB louder
+    # per clip, not pooled: a quiet clip 6 dB off counts as much as a loud one
+    batch = np.concatenate([tone, 0.01 * tone])
+    np.testing.assert_allclose(distance(batch * np.array([[1.0], [0.5]], "float32"), batch), np.log(4.0) / 2, rtol=1e-4)
+    assert distance(np.zeros_like(tone), np.zeros_like(tone)) == 0.0
+
+
+@pytest.mark.parametrize("term", ["spectral_phase_weight", "spectral_level_weight"])
+def test_extra_terms_add_to_the_one_step_objective(term):
+    """Same weights, same noise draw: the loss grows linearly in the term's weight."""
     values = []
     for weight in (0.0, 1.0, 2.0):
         keras.utils.set_random_seed(0)
-        model = LinCAE.from_preset(
-            "lin_cae_tiny", load_weights=False, objective="one_step_spectral", spectral_phase_weight=weight
-        )
+        model = LinCAE.from_preset("lin_cae_tiny", load_weights=False, objective="one_step_spectral", **{term: weight})
         audio = music_like(model.decoded_length(2), batch=2)
         values.append(float(to_numpy(objective.training_loss(model, audio, model(audio), training=False))))
     assert values[1] - values[0] > 0.05
     np.testing.assert_allclose(values[2] - values[0], 2 * (values[1] - values[0]), rtol=1e-3)
 
 
-@pytest.mark.parametrize("mode, phase_weight", [("lin_cae", 0.0), ("m2l", 0.0), ("lin_cae", 1.0)])
-def test_one_step_spectral_objective_trains_the_one_step_decode(mode, phase_weight):
-    model = LinCAE.from_preset(
-        "lin_cae_tiny", load_weights=False, objective="one_step_spectral", mode=mode, spectral_phase_weight=phase_weight
-    )
+@pytest.mark.parametrize("mode, extra", [("lin_cae", {}), ("m2l", {}), ("lin_cae", {"spectral_phase_weight": 1.0}),
+                                         ("m2l", {"spectral_level_weight": 1.0})])
+def test_one_step_spectral_objective_trains_the_one_step_decode(mode, extra):
+    model = LinCAE.from_preset("lin_cae_tiny", load_weights=False, objective="one_step_spectral", mode=mode, **extra)
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     clips = np.concatenate([music_like(model.decoded_length(2), batch=2, seed=s) for s in range(2)])
     history = model.fit(clips, batch_size=4, epochs=12, verbose=0, shuffle=False)
@@ -165,6 +180,8 @@ def test_unknown_objective_is_refused():
         LinCAE.from_preset("lin_cae_tiny", load_weights=False, objective="regression")
     with pytest.raises(ValueError, match="spectral_phase_weight must be finite and >= 0"):
         LinCAE.from_preset("lin_cae_tiny", load_weights=False, spectral_phase_weight=-1.0)
+    with pytest.raises(ValueError, match="spectral_level_weight must be finite and >= 0"):
+        LinCAE.from_preset("lin_cae_tiny", load_weights=False, spectral_level_weight=float("nan"))
 
 
 def test_consistency_target_context_computes_values_without_a_graph():

@@ -44,3 +44,12 @@ def test_a_shipped_init_preset_contributes_its_recorded_phases(tmp_path):
     assert all(p["earlier"] and p["preset"] == "lin_cae_small" for p in earlier)
     assert ship_preset._earlier_phases("lin_cae_tiny") == []  # a built-in config has no history
     assert ship_preset._earlier_phases(None) == []
+
+
+def test_step_ships_an_exported_preset_and_a_missing_one_is_refused(tmp_path, capsys):
+    run = _run(str(tmp_path), "run", 40, preset=os.path.join("presets", "step_30"), init_weights="lin_cae")
+    preset = ship_preset._shipped_preset_dir(run, 30)
+    assert preset == os.path.join(run, "presets", "step_30")
+    assert [(r, p) for r, _, p in ship_preset._phases(run, preset)] == [(run, preset)]
+    assert ship_preset.main([run, "x", "--step", "20", "--out", str(tmp_path / "out")]) == 2
+    assert "no preset at" in capsys.readouterr().err and not os.path.exists(tmp_path / "out")

@@ -86,6 +86,8 @@ class LinCAE(keras.Model):
             spectral loss (spectral convergence has weight 1).
         spectral_phase_weight: float, 0.0. Training (one_step_spectral): weight of the
             phase-aware complex spectral convergence added to it (`models.losses`).
+        spectral_level_weight: float, 0.0. Training (one_step_spectral): weight of the per-clip
+            level term added to it, `|ln E(decoded) - ln E(audio)|` of the clips' energies.
         p_mean: float, -1.1. Training: mean of the log-normal over `log(sigma)`.
         p_std: float, 2.0. Training: its std.
         base_step: float, 0.1. Training: consistency step size `base_step ** exponent` ...
@@ -161,6 +163,7 @@ class LinCAE(keras.Model):
         objective="consistency",
         spectral_log_weight=1.0,
         spectral_phase_weight=0.0,
+        spectral_level_weight=0.0,
         p_mean=-1.1,
         p_std=2.0,
         base_step=0.1,

@@ -88,7 +88,8 @@ def one_step_spectral_loss(model, audio, representation, pyramid, training):
     """1-step decode from `sigma_max` noise, spectral loss against `audio`.
 
     Phase-blind multi-resolution loss, plus `spectral_phase_weight` times the phase-aware
-    complex spectral convergence (2048/512) when that weight is not 0.
+    complex spectral convergence (2048/512) and `spectral_level_weight` times the per-clip
+    log-energy distance, each when its weight is not 0.
 
     The `n_fft - hop` samples at each end, where the inverse STFT is not exact, are left out.
     Not in the paper: a warm start of the 1-step regime for small budgets. Returns a scalar.
@@ -102,6 +103,8 @@ def one_step_spectral_loss(model, audio, representation, pyramid, training):
     loss = losses.multi_resolution_spectral_loss(decoded, audio, log_weight=model.spectral_log_weight)
     if model.spectral_phase_weight:
         loss = loss + model.spectral_phase_weight * losses.complex_spectral_convergence(decoded, audio)
+    if model.spectral_level_weight:
+        loss = loss + model.spectral_level_weight * losses.log_energy_distance(decoded, audio)
     return loss
 
 

@@ -142,7 +142,7 @@ def check_training(config):
             raise ValueError(f"{key} must be a probability in [0, 1], got {config[key]}")
     if config["gain_hold_fraction"] + config["gain_end_fraction"] > 1.0:
         raise ValueError("gain_hold_fraction + gain_end_fraction must not exceed 1")
-    for key in ("spectral_log_weight", "spectral_phase_weight"):
+    for key in ("spectral_log_weight", "spectral_phase_weight", "spectral_level_weight"):
         if not 0.0 <= float(config[key]) < float("inf"):
             raise ValueError(f"{key} must be finite and >= 0, got {config[key]}")
     if int(config["total_steps"]) < 1:

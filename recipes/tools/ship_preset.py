@@ -1,10 +1,10 @@
 """Copy a trained run's preset into `saved_models/<name>` and write its model card.
 
     python recipes/tools/ship_preset.py RUN_DIR NAME --eval LABEL=EVAL_DIR [--eval ...] \
-        [--hardware TEXT] [--notes FILE] [--out DIR] [--overwrite]
+        [--step N] [--hardware TEXT] [--notes FILE] [--out DIR] [--overwrite]
 
-RUN_DIR is a `recipes/train.py` run (its final EMA preset in RUN_DIR/preset, its config in
-RUN_DIR/config.yaml); each EVAL_DIR is a `recipes/evaluate.py --out` folder whose
+RUN_DIR is a `recipes/train.py` run (its final EMA preset in RUN_DIR/preset, or with `--step N`
+the preset it exported at step N, RUN_DIR/presets/step_N; its config in RUN_DIR/config.yaml); each EVAL_DIR is a `recipes/evaluate.py --out` folder whose
 `results.md` goes into the card under LABEL, with the command that produced it
 (`EVAL_DIR/command.txt` when present). The preset is re-saved atomically with provenance
 metadata (name, training config, steps, wall time, hardware). The output folder must be new or
@@ -42,12 +42,21 @@ def _wall_time_hours(run_dir, preset_dir):
     return seconds / 3600.0
 
 
-def _phases(run_dir):
-    """Training phases `[(run_dir, config, preset_dir)]`, first to last: a run started with
-    `init_weights` pointing into another run's presets continues that run's phases."""
+def _shipped_preset_dir(run_dir, step=None):
+    """The run's final preset, or the one it exported at `step`; a missing one is a ValueError."""
+    preset_dir = os.path.join(run_dir, "preset" if step is None else os.path.join("presets", f"step_{step}"))
+    if not os.path.isfile(os.path.join(preset_dir, "metadata.json")):
+        raise ValueError(f"no preset at {preset_dir}")
+    return preset_dir
+
+
+def _phases(run_dir, preset_dir=None):
+    """Training phases `[(run_dir, config, preset_dir)]`, first to last, the last ending at
+    `preset_dir` (default: the run's final preset): a run started with `init_weights` pointing
+    into another run's presets continues that run's phases."""
     import yaml
 
-    phases, preset_dir = [], os.path.join(run_dir, "preset")
+    phases, preset_dir = [], preset_dir or os.path.join(run_dir, "preset")
     while run_dir:
         with open(os.path.join(run_dir, "config.yaml")) as f:
             config = yaml.safe_load(f)
@@ -157,7 +166,7 @@ def _card(name, model, config, meta, evals, notes):
             f"{c['final_learning_rate']:g}), EMA {c['ema_momentum']} every {c['ema_every']} steps, {objective}consistency "
             f"step size {m.get('base_step', 0.1):g}^({m.get('start_exp', 1.0):g} -> {m.get('end_exp', 2.0):g})"
             + (f" over {c['steps']} steps" if phase["steps"] == c["steps"] else
-               f" (schedules set for {c['steps']} steps; resumed segments, see docs/training.md)")
+               f" (schedules set for {c['steps']} steps, see docs/training.md)")
             + (f"; {phase['hours']:.2f} h" if phase["hours"] else ""))
     lines += [
         "- Data (mono clips, each channel of the stereo recordings a separate example; MUSDB-style "
@@ -198,6 +207,8 @@ def main(argv=None):
     parser.add_argument("--config-name", default=None, help="recipe config name shown in the card")
     parser.add_argument("--hardware", default=f"CPU ({platform.machine()}, {os.cpu_count()} cores)")
     parser.add_argument("--notes", default=None, help="Markdown file appended to the card")
+    parser.add_argument("--step", type=int, default=None,
+                        help="ship the preset exported at this step (RUN_DIR/presets/step_N), not the final one")
     parser.add_argument("--out", default=None, help="default saved_models/NAME in this checkout")
     parser.add_argument("--overwrite", action="store_true", help="replace the preset already in --out")
     args = parser.parse_args(argv)
@@ -219,10 +230,10 @@ def _ship(args):
         if len(pair) != 2 or not os.path.isfile(os.path.join(pair[1], "results.md")):
             raise ValueError(f"--eval {item!r} must be LABEL=EVAL_DIR with an EVAL_DIR/results.md")
     notes = open(args.notes).read() if args.notes else ""
-    preset_dir = os.path.join(args.run_dir, "preset")
+    preset_dir = _shipped_preset_dir(args.run_dir, args.step)
     phases = [dict(run=os.path.basename(os.path.abspath(run)), config=c, steps=_steps_of(p),
                    hours=_wall_time_hours(run, p))
-              for run, c, p in _phases(args.run_dir)]
+              for run, c, p in _phases(args.run_dir, preset_dir)]
     phases = _earlier_phases(phases[0]["config"].get("init_weights")) + phases
     config = phases[-1]["config"]
     trained = LinCAE.from_preset(preset_dir)
