@@ -32,7 +32,7 @@ import sys
 
 import numpy as np
 
-from keras_lincae import entry
+from keras_lincae import entry, presets
 from keras_lincae.cli_io import (
     AUDIO_OUTPUTS,
     LATENT_SUFFIX,
@@ -50,6 +50,7 @@ from keras_lincae.cli_io import (
 )
 
 DEFAULT_PRESET = "lin_cae_small"  # shipped trained weights (saved_models/lin_cae_small)
+DEFAULT_CHUNK_SECONDS = 10.0  # for presets that recommend no chunk length (presets.recommended_chunk_seconds)
 MAX_SEED = 2**32 - 1  # as `LinCAE.decode`
 AFFINE_DEFAULT = False  # mix / separate / scale relative to Enc(silence); chosen from docs/evaluation (affine)
 
@@ -153,8 +154,9 @@ def build_parser():
     entry.add_flags(model_opts, default=argparse.SUPPRESS)
     chunk_opts = entry.ArgumentParser(add_help=False)
     chunk_opts.add_argument(
-        "--chunk-seconds", type=_positive_float_or_zero, default=10.0,
-        help="chunk length for encoding long audio, rounded to whole latent frames (10; 0: one chunk)",
+        "--chunk-seconds", type=_positive_float_or_zero, default=None,
+        help=f"chunk length for encoding long audio, rounded to whole latent frames (the preset's: "
+             f"{presets.SMALL_CHUNK_SECONDS:g} for lin_cae_small and m2l_small, else {DEFAULT_CHUNK_SECONDS:g}; 0: one chunk)",
     )
     chunk_opts.add_argument("--overlap", type=_overlap, default=0.25, help="crossfaded fraction of a chunk (0.25)")
     decode_opts = entry.ArgumentParser(add_help=False)
@@ -243,14 +245,18 @@ def _load_model(preset, quiet, dtype="float32"):
 # ------------------------------------------------------------------------------- commands
 
 
-def _chunk_seconds(args):
-    return None if args.chunk_seconds == 0 else args.chunk_seconds
+def _chunk_seconds(args, preset):
+    """`--chunk-seconds`, else the preset's recommended length, else `DEFAULT_CHUNK_SECONDS`; None: one chunk."""
+    seconds = args.chunk_seconds
+    if seconds is None:
+        seconds = presets.recommended_chunk_seconds(preset) or DEFAULT_CHUNK_SECONDS
+    return None if seconds == 0 else seconds
 
 
-def _encode_audio(model, audio, args, progress, like=None):
+def _encode_audio(model, audio, args, progress, preset, like=None):
     from keras_lincae.long_audio import encode_long
 
-    return encode_long(model, audio[None], _chunk_seconds(args), args.overlap, args.batch_size, progress,
+    return encode_long(model, audio[None], _chunk_seconds(args, preset), args.overlap, args.batch_size, progress,
                        like=like)
 
 
@@ -277,7 +283,7 @@ def _cmd_encode(args, progress):
     preset = args.preset or DEFAULT_PRESET
     model = _load_model(preset, args.quiet, args.dtype)
     audio = read_audio(args.input, model.sample_rate, args.quiet)
-    write_latents(args.output, _encode_audio(model, audio, args, progress), preset)
+    write_latents(args.output, _encode_audio(model, audio, args, progress, preset), preset)
 
 
 def _cmd_decode(args, progress):
@@ -292,9 +298,10 @@ def _cmd_decode(args, progress):
 
 def _cmd_autoencode(args, progress):
     check_paths(args.output, tuple(AUDIO_OUTPUTS), [args.input], args.overwrite)
-    model = _load_model(args.preset or DEFAULT_PRESET, args.quiet, args.dtype)
+    preset = args.preset or DEFAULT_PRESET
+    model = _load_model(preset, args.quiet, args.dtype)
     audio = read_audio(args.input, model.sample_rate, args.quiet)
-    _decode_and_write(model, _encode_audio(model, audio, args, progress), args, progress)
+    _decode_and_write(model, _encode_audio(model, audio, args, progress, preset), args, progress)
 
 
 def _pick_preset(args, stored):
@@ -353,7 +360,7 @@ def _combine(args, paths, gains, progress, first_sets_length=False):
         else:
             audio = audio_inputs[path]
             audio = np.pad(audio, ((0, 0), (0, length - audio.shape[-1])))
-            latents.append(_encode_audio(model, audio, args, progress, like=like))
+            latents.append(_encode_audio(model, audio, args, progress, preset, like=like))
     try:
         origin = arithmetic.silence_latents(model, latents[0]) if args.affine else None
         combined = arithmetic.mix(latents, gains, origin)

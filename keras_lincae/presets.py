@@ -23,6 +23,11 @@ SMALL_ARCHITECTURE = dict(
     num_bottleneck_layers=2,
 )
 
+# The small presets' training clips (32 spectrogram frames): decoded whole, longer audio drifts 1-2 dB
+# in level and loses up to 1.6 dB of magnitude SNR (docs/training.md, "Decoding at the training
+# context"), so the CLI encodes it in chunks of this length.
+SMALL_CHUNK_SECONDS = 0.4
+
 BUILTIN_PRESETS = {
     "lin_cae": dict(
         description="Official Lin-CAE (gain annealing), 58.2 M parameters, 64 latent channels.",
@@ -53,12 +58,14 @@ BUILTIN_PRESETS = {
         config=dict(SMALL_ARCHITECTURE, mode="lin_cae"),
         official_folder=None,
         training_mode="lin_cae",
+        chunk_seconds=SMALL_CHUNK_SECONDS,
     ),
     "m2l_small": dict(
         description="Small Music2Latent baseline (same architecture, data and budget as lin_cae_small, no Lin-CAE augmentation).",
         config=dict(SMALL_ARCHITECTURE, mode="m2l"),
         official_folder=None,
         training_mode="m2l",
+        chunk_seconds=SMALL_CHUNK_SECONDS,
     ),
 }
 
@@ -66,6 +73,12 @@ BUILTIN_PRESETS = {
 def list_presets():
     """Names of the built-in presets."""
     return sorted(BUILTIN_PRESETS)
+
+
+def recommended_chunk_seconds(preset):
+    """Chunk length in seconds for encoding long audio with the built-in `preset` (a name), or
+    None where the preset names none (the official models decode 10-s chunks as well as shorter)."""
+    return BUILTIN_PRESETS.get(preset, {}).get("chunk_seconds")
 
 
 def official_scale_factor(src_dir):

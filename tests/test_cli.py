@@ -432,3 +432,22 @@ def test_long_input_shows_progress(model, tmp_path, capsys):
         assert len(lines) >= 3 and lines[-1].endswith("16/16 chunks"), err
     code, _, err = _run(capsys, "autoencode", src, "-o", tmp_path / "q.wav", "--quiet", *FAST)
     assert code == 0 and err == ""
+
+
+def test_default_chunk_length_is_the_presets_training_context(tmp_path, capsys):
+    """Without `--chunk-seconds` the small shipped presets encode in chunks of their training clips
+    (`presets.recommended_chunk_seconds`), other presets in 10-s chunks; an explicit value wins."""
+    assert presets.recommended_chunk_seconds("lin_cae_small") == presets.SMALL_CHUNK_SECONDS == 0.4
+    assert presets.recommended_chunk_seconds("m2l_small") == 0.4
+    assert presets.recommended_chunk_seconds("lin_cae") is None and presets.recommended_chunk_seconds("x/y") is None
+    parse = cli.build_parser().parse_args
+    assert cli._chunk_seconds(parse(["encode", "a.wav", "-o", "z.npz"]), "lin_cae_small") == 0.4
+    assert cli._chunk_seconds(parse(["encode", "a.wav", "-o", "z.npz"]), "lin_cae_tiny") == cli.DEFAULT_CHUNK_SECONDS == 10.0
+    assert cli._chunk_seconds(parse(["encode", "a.wav", "-o", "z.npz", "--chunk-seconds", "2"]), "lin_cae_small") == 2.0
+    assert cli._chunk_seconds(parse(["encode", "a.wav", "-o", "z.npz", "--chunk-seconds", "0"]), "lin_cae_small") is None
+    src = _write(tmp_path / "in.wav", music_like(44_100, batch=1, seed=5), 44_100)
+    code, _, err = _run(capsys, "encode", src, "-o", tmp_path / "z.npz", "--quiet")  # the default preset: lin_cae_small
+    assert code == 0, err
+    with np.load(tmp_path / "z.npz") as npz:
+        assert str(npz["preset"]) == "lin_cae_small" and npz["latents"].shape[1] >= 3  # 1 s in 0.4-s chunks
+        assert int(npz["chunk_samples"]) < 0.5 * 44_100
