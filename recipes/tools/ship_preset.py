@@ -44,6 +44,8 @@ def _wall_time_hours(run_dir, preset_dir):
 
 def _shipped_preset_dir(run_dir, step=None):
     """The run's final preset, or the one it exported at `step`; a missing one is a ValueError."""
+    if not os.path.isfile(os.path.join(run_dir, "config.yaml")):
+        raise ValueError(f"{run_dir} is not a training run: no config.yaml")
     preset_dir = os.path.join(run_dir, "preset" if step is None else os.path.join("presets", f"step_{step}"))
     if not os.path.isfile(os.path.join(preset_dir, "metadata.json")):
         raise ValueError(f"no preset at {preset_dir}")
