@@ -23,7 +23,7 @@ SMALL_ARCHITECTURE = dict(
     num_bottleneck_layers=2,
 )
 
-# The small presets' training clips (32 spectrogram frames): decoded whole, longer audio drifts 1-2 dB
+# The small presets' training clips (32 spectrogram frames in their CPU phases): decoded whole, longer audio drifts 1-2 dB
 # in level and loses up to 1.6 dB of magnitude SNR (docs/training.md, "Decoding at the training
 # context"), so the CLI encodes it in chunks of this length.
 SMALL_CHUNK_SECONDS = 0.4
@@ -77,7 +77,7 @@ def list_presets():
 
 def recommended_chunk_seconds(preset):
     """Chunk length in seconds for encoding long audio with the built-in `preset` (a name), or
-    None where the preset names none (the official models decode 10-s chunks as well as shorter)."""
+    None where the preset names none (the official models: not measured here)."""
     return BUILTIN_PRESETS.get(preset, {}).get("chunk_seconds")
 
 
