@@ -23,9 +23,9 @@ SMALL_ARCHITECTURE = dict(
     num_bottleneck_layers=2,
 )
 
-# The small presets' training clips (32 spectrogram frames in their CPU phases): decoded whole, longer audio drifts 1-2 dB
-# in level and loses up to 1.6 dB of magnitude SNR (docs/training.md, "Decoding at the training
-# context"), so the CLI encodes it in chunks of this length.
+# The small presets' training clips (32 spectrogram frames in their CPU phases): decoded whole,
+# longer audio drifts 1-2 dB in level and loses up to 1.6 dB of magnitude SNR (docs/training.md,
+# "Decoding at the training context"), so the CLI encodes it in chunks of this length.
 SMALL_CHUNK_SECONDS = 0.4
 
 BUILTIN_PRESETS = {
