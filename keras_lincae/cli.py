@@ -156,7 +156,8 @@ def build_parser():
     chunk_opts.add_argument(
         "--chunk-seconds", type=_positive_float_or_zero, default=None,
         help=f"chunk length for encoding long audio, rounded to whole latent frames (the preset's: "
-             f"{presets.SMALL_CHUNK_SECONDS:g} for lin_cae_small and m2l_small, else {DEFAULT_CHUNK_SECONDS:g}; 0: one chunk)",
+             f"{presets.SMALL_CHUNK_SECONDS:g} for lin_cae_small and m2l_small, else "
+             f"{DEFAULT_CHUNK_SECONDS:g}; 0: one chunk)",
     )
     chunk_opts.add_argument("--overlap", type=_overlap, default=0.25, help="crossfaded fraction of a chunk (0.25)")
     decode_opts = entry.ArgumentParser(add_help=False)

@@ -440,11 +440,13 @@ def test_default_chunk_length_is_the_presets_training_context(tmp_path, capsys):
     assert presets.recommended_chunk_seconds("lin_cae_small") == presets.SMALL_CHUNK_SECONDS == 0.4
     assert presets.recommended_chunk_seconds("m2l_small") == 0.4
     assert presets.recommended_chunk_seconds("lin_cae") is None and presets.recommended_chunk_seconds("x/y") is None
-    parse = cli.build_parser().parse_args
-    assert cli._chunk_seconds(parse(["encode", "a.wav", "-o", "z.npz"]), "lin_cae_small") == 0.4
-    assert cli._chunk_seconds(parse(["encode", "a.wav", "-o", "z.npz"]), "lin_cae_tiny") == cli.DEFAULT_CHUNK_SECONDS == 10.0
-    assert cli._chunk_seconds(parse(["encode", "a.wav", "-o", "z.npz", "--chunk-seconds", "2"]), "lin_cae_small") == 2.0
-    assert cli._chunk_seconds(parse(["encode", "a.wav", "-o", "z.npz", "--chunk-seconds", "0"]), "lin_cae_small") is None
+
+    def chosen(preset, *flags):
+        return cli._chunk_seconds(cli.build_parser().parse_args(["encode", "a.wav", "-o", "z.npz", *flags]), preset)
+
+    assert chosen("lin_cae_small") == 0.4 and chosen("lin_cae_tiny") == cli.DEFAULT_CHUNK_SECONDS == 10.0
+    assert chosen("lin_cae_small", "--chunk-seconds", "2") == 2.0
+    assert chosen("lin_cae_small", "--chunk-seconds", "0") is None
     src = _write(tmp_path / "in.wav", music_like(44_100, batch=1, seed=5), 44_100)
     code, _, err = _run(capsys, "encode", src, "-o", tmp_path / "z.npz", "--quiet")  # the default preset: lin_cae_small
     assert code == 0, err

@@ -103,7 +103,8 @@ def test_lin_cae_small_reconstructs_closer_at_its_training_context(held_out_song
     whole = to_numpy(model.autoencode(held_out_song, seed=0))
     chunked = decode_long(model, encode_long(model, held_out_song, chunk_seconds=seconds), seed=0)
     assert chunked.shape == whole.shape == held_out_song.shape
-    distance = {k: float(M.multi_resolution_stft_distance(y, held_out_song)[0]) for k, y in (("whole", whole), ("chunked", chunked))}
+    distance = {k: float(M.multi_resolution_stft_distance(y, held_out_song)[0])
+                for k, y in (("whole", whole), ("chunked", chunked))}
     assert distance["chunked"] < 0.9 * distance["whole"], distance
     assert M.magnitude_snr(chunked[0], held_out_song[0]) > M.magnitude_snr(whole[0], held_out_song[0])
 
