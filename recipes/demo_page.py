@@ -31,6 +31,7 @@ PROG = "demo_page.py"
 
 def build_parser():
     from keras_lincae.demo import AUDIO_FORMATS
+    from keras_lincae.evaluation import chunking
 
     p = entry.ArgumentParser(prog=PROG, description="Build a static Lin-CAE listening page.")
     p.add_argument("--preset", action="append", required=True,
@@ -45,6 +46,7 @@ def build_parser():
     p.add_argument("--clip-start", default="auto",
                    help="excerpt start in seconds, or 'auto' (where the target is loudest)")
     p.add_argument("--gains", default="0.25,0.5,2", help="latent gains (default 0.25,0.5,2)")
+    chunking.add_chunk_seconds_flag(p)
     p.add_argument("--steps", type=int, default=1, help="decoding steps (default 1)")
     p.add_argument("--seed", type=int, default=0, help="decoding noise seed (default 0)")
     p.add_argument("--call-batch-size", type=int, default=8, help="items per model call")
@@ -86,6 +88,7 @@ def main(argv=None, models=None):
     """
     from keras_lincae import demo as D
     from keras_lincae import evaluation as E
+    from keras_lincae.evaluation import chunking
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -95,6 +98,10 @@ def main(argv=None, models=None):
         parser.error(f"--gains must be numbers, got {args.gains!r}")
     if not gains or args.songs < 1 or args.excerpt_seconds <= 0 or args.steps < 1:
         parser.error("--gains, --songs, --excerpt-seconds and --steps must be positive")
+    try:
+        chunks = [chunking.chunk_seconds_for(p, args.chunk_seconds) for p in args.preset]
+    except ValueError as e:
+        parser.error(str(e))
     entry.prepare(PROG, args.backend, args.debug)
     entry.check_writable_folder(args.out, "--out")
     if args.data is None:
@@ -109,7 +116,7 @@ def main(argv=None, models=None):
     names = [E.model_display_name(p) for p in args.preset]
     names = [n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names)]
     compared, clips, rows = [], None, []
-    for preset, name in zip(args.preset, names):
+    for preset, name, chunk in zip(args.preset, names, chunks):
         model = E.load_model(preset, cache=models)
         if clips is None:
             clips, skipped = E.load_clips(
@@ -121,16 +128,16 @@ def main(argv=None, models=None):
         elif int(model.sample_rate) != clips[0].sample_rate:
             parser.error("all presets on one page must share a sample rate")
         fns = E.ModelFunctions(model, steps=args.steps, seed=args.seed,
-                               batch_size=args.call_batch_size)
+                               batch_size=args.call_batch_size, chunk_seconds=chunk)
         compared.append((name, fns))
         if results is None:
             rows.append(E.evaluate_model(fns, clips, name=name, preset=preset,
                                          batch_size=len(clips), progress=not args.no_progress,
-                                         clear_cache=False))
+                                         clear_cache=False, chunk_seconds=chunk))
     if results is None:
         config = dict(data=os.fspath(data), target=args.target, clip_seconds=args.excerpt_seconds,
                       clip_start=args.clip_start, max_songs=args.songs, steps=args.steps,
-                      seed=args.seed, presets=list(args.preset))
+                      seed=args.seed, presets=list(args.preset), chunk_seconds=args.chunk_seconds)
         results = E.make_results(rows, clips, skipped, config)
 
     about = "; ".join(filter(None, (_about(preset, name) for preset, (name, _) in zip(args.preset, compared))))

@@ -28,7 +28,7 @@ PROG = "evaluate.py"
 
 
 def build_parser():
-    from keras_lincae.evaluation import METRIC_GROUPS
+    from keras_lincae.evaluation import METRIC_GROUPS, chunking
 
     p = entry.ArgumentParser(
         prog=PROG, description="Evaluate Lin-CAE presets: reconstruction, linearity and separation metrics.")
@@ -44,6 +44,7 @@ def build_parser():
                    help="clip length per song in seconds (default 10)")
     p.add_argument("--clip-start", default="auto",
                    help="clip start in seconds, or 'auto' (where the target is loudest; default)")
+    chunking.add_chunk_seconds_flag(p)
     p.add_argument("--steps", type=int, default=1, help="decoding steps (default 1)")
     p.add_argument("--seed", type=int, default=0, help="decoding noise seed (default 0)")
     p.add_argument("--batch-size", type=int, default=4, help="clips scored together (default 4)")
@@ -68,6 +69,7 @@ def main(argv=None, models=None):
     several recipes in one process (a notebook, the tests) loads and compiles each model once.
     """
     from keras_lincae import evaluation as E
+    from keras_lincae.evaluation import chunking
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -82,6 +84,10 @@ def main(argv=None, models=None):
             float(args.clip_start)
         except ValueError:
             parser.error(f"--clip-start must be 'auto' or seconds, got {args.clip_start!r}")
+    try:
+        chunks = [chunking.chunk_seconds_for(p, args.chunk_seconds) for p in args.preset]
+    except ValueError as e:
+        parser.error(str(e))
     if args.steps < 1 or args.batch_size < 1 or args.call_batch_size < 1:
         parser.error("--steps, --batch-size and --call-batch-size must be >= 1")
     entry.prepare(PROG, args.backend, args.debug)
@@ -97,7 +103,7 @@ def main(argv=None, models=None):
     names = [E.model_display_name(p) for p in args.preset]
     names = [n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names)]
     clips_by_rate, skipped, rows = {}, [], []
-    for preset, name in zip(args.preset, names):
+    for preset, name, chunk in zip(args.preset, names, chunks):
         model = E.load_model(preset, cache=models)
         rate = int(model.sample_rate)
         if rate not in clips_by_rate:
@@ -111,10 +117,11 @@ def main(argv=None, models=None):
         rows.append(E.evaluate_model(
             model, clips, name=name, preset=preset, steps=args.steps, seed=args.seed,
             batch_size=args.batch_size, call_batch_size=args.call_batch_size, metrics=metrics,
-            progress=not args.no_progress, affine=args.affine))
+            progress=not args.no_progress, affine=args.affine, chunk_seconds=chunk))
     config = dict(data=os.fspath(data), target=args.target, clip_seconds=args.clip_seconds,
                   clip_start=args.clip_start, max_songs=args.max_songs, steps=args.steps,
-                  seed=args.seed, presets=list(args.preset), affine=args.affine)
+                  seed=args.seed, presets=list(args.preset), affine=args.affine,
+                  chunk_seconds=args.chunk_seconds)
     results = E.make_results(rows, clips, skipped, config, metrics=args.metrics)
     paths = E.write_results(results, args.out)
     command = " ".join(["python recipes/evaluate.py", *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))])

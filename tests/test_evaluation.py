@@ -115,6 +115,11 @@ def test_evaluate_recipe_bad_arguments(tiny_setup, tmp_path, capsys):
         evaluate.main(["--preset", str(preset), "--data", str(data), "--metrics", "nope",
                        "--out", str(tmp_path)])
     assert "unknown metric 'nope'" in capsys.readouterr().err
+    for bad in ("-1", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            evaluate.main(["--preset", str(preset), "--data", str(data), "--chunk-seconds", bad,
+                           "--out", str(tmp_path)])
+        assert "--chunk-seconds must be" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no songs found"):
@@ -299,6 +304,42 @@ def test_model_functions_batches_once_and_keeps_clips_independent():
     # Another seed, other noise.
     other = E.evaluate_batch(E.ModelFunctions(_FakeLinCAE(), seed=4, batch_size=64), u + v, u, v)
     assert not np.allclose(other["recon_snr"], batched["recon_snr"])
+
+
+def test_chunked_model_functions_score_what_long_audio_decodes(tiny_model):
+    from keras_lincae.long_audio import ChunkedLatents, decode_long, encode_long
+
+    x = music_like(30000, batch=2, seed=4).astype(np.float64)
+    fns = E.ModelFunctions(tiny_model, seed=5, batch_size=3, chunk_seconds=0.2)
+    z = fns.encode(x)
+    reference = encode_long(tiny_model, x.astype(np.float32), 0.2)
+    assert z.shape == reference.latents.shape and z.shape[1] > 2
+    np.testing.assert_allclose(z, reference.latents, atol=1e-5)
+    y = fns.decode(z)
+    first = ChunkedLatents(reference.latents[:1], 30000, reference.chunk_samples, reference.step_samples,
+                           reference.sample_rate)
+    np.testing.assert_allclose(y[0], decode_long(tiny_model, first, seed=5)[0], atol=1e-5)
+    # Every item decodes from the same noise, whatever its place in the batch.
+    np.testing.assert_allclose(y[1], fns.decode(z[1:])[0], atol=1e-5)
+    # Chunking changes the decode: the whole-clip scoring is a different measurement.
+    whole = E.ModelFunctions(tiny_model, seed=5, batch_size=3)
+    assert np.max(np.abs(whole.decode(whole.encode(x))[:, :30000] - y)) > 1e-3
+    affine = E.ModelFunctions(tiny_model, seed=5, batch_size=3, chunk_seconds=0.2, affine=True)
+    np.testing.assert_allclose(affine.encode(np.zeros_like(x)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(affine.decode(affine.encode(x)), y, atol=1e-5)
+
+
+def test_evaluate_recipe_records_the_chunking(tiny_setup, tmp_path):
+    preset, data = tiny_setup
+    evaluate = load_recipe("evaluate")
+    for chunk, expected, text in (("0.2", 0.2, "crossfaded 0.2-s chunks"), ("auto", None, "whole clips")):
+        out = tmp_path / chunk
+        evaluate.main(["--preset", str(preset), "--data", str(data), "--clip-seconds", "0.5",
+                       "--metrics", "reconstruction", "--chunk-seconds", chunk, "--no-progress",
+                       "--out", str(out)], models=MODELS)
+        doc = json.loads((out / "results.json").read_text())
+        assert doc["models"][0]["chunk_seconds"] == expected
+        assert text in (out / "results.md").read_text()
 
 
 def test_affine_model_functions_measure_relative_to_silence(tiny_model):

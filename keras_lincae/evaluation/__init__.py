@@ -2,8 +2,9 @@
 
 Modules: ``metrics`` (audio metrics), ``linearity`` (an encoder/decoder pair's linearity),
 ``registry`` (metric columns), ``model_functions`` (a model as cached NumPy callables),
-``runner`` (scoring clips), ``report`` (results tables). The names below load on first use,
-so that a recipe can read them (e.g. ``METRIC_GROUPS`` for its help) before Keras is imported.
+``runner`` (scoring clips), ``chunking`` (the recipes' ``--chunk-seconds``), ``report``
+(results tables). The names below load on first use, so that a recipe can read them (e.g.
+``METRIC_GROUPS`` for its help) before Keras is imported.
 """
 
 import importlib

@@ -1,8 +1,9 @@
 """A ``LinCAE`` as deterministic, cached NumPy ``encode`` / ``decode`` callables.
 
 These are what ``keras_lincae.evaluation.linearity`` takes: the same zero padding as
-``LinCAE.autoencode``, one fixed starting noise per latent length, fixed-size chunks (one
-compiled function per clip length) and a cache so every metric reuses the same model calls.
+``LinCAE.autoencode`` (or the chunked encode / decode of ``keras_lincae.long_audio``), one fixed
+starting noise per latent length, fixed-size model calls (one compiled function per clip length)
+and a cache so every metric reuses the same model calls.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from keras_lincae.backend_dispatch import compiles_per_input_shape
 from keras_lincae.evaluation.linearity import DEFAULT_GAINS
 from keras_lincae.evaluation.registry import METRIC_GROUPS
+from keras_lincae.long_audio import ChunkedLatents, decode_long, encode_long
 
 
 def _key(tag, x):
@@ -40,7 +42,10 @@ class ModelFunctions:
       evaluation batch needs in two batched calls (with ``steps=1``);
     * ``affine=True`` measures in coordinates centred on the encoding of silence: ``encode``
       returns ``Enc(x) - Enc(0)`` and ``decode(z)`` decodes ``z + Enc(0)`` (the affine latent
-      arithmetic of ``keras_lincae.arithmetic``); reconstructions are unchanged.
+      arithmetic of ``keras_lincae.arithmetic``); reconstructions are unchanged;
+    * ``chunk_seconds`` scores what ``lincae`` gives for long audio: clips are encoded with
+      ``encode_long`` (latents ``(batch, chunks, frames, channels)``) and decoded with
+      ``decode_long``, one item at a time so that every item decodes from the same noise.
 
     Args:
         model: a ``LinCAE``.
@@ -48,9 +53,11 @@ class ModelFunctions:
         seed: int, 0. Seed of the decoding noise.
         batch_size: int, 8. Items per model call.
         affine: bool, False. Latents relative to ``Enc(silence)``.
+        chunk_seconds: float or None. Encode and decode in chunks of this span (crossfaded as
+            ``encode_long`` does by default); None: the whole clip in one model call.
     """
 
-    def __init__(self, model, steps=1, seed=0, batch_size=8, affine=False):
+    def __init__(self, model, steps=1, seed=0, batch_size=8, affine=False, chunk_seconds=None):
         if int(steps) < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if int(batch_size) < 1:
@@ -60,6 +67,8 @@ class ModelFunctions:
         self.front = int(model.autoencode_padding(1)[0])
         self._pad_chunks = compiles_per_input_shape()
         self.affine = bool(affine)
+        self.chunk_seconds = chunk_seconds
+        self._layouts = {}  # chunks -> the longest ChunkedLatents layout encoded with that many
         self._cache = {}
         self._noise = {}
         self._origins = {}
@@ -85,11 +94,32 @@ class ModelFunctions:
             outs.append(y[: y.shape[0] - pad])
         return np.concatenate(outs).astype(np.float64)
 
+    def _encode_chunked(self, audio):
+        chunked = encode_long(self.model, audio, self.chunk_seconds, batch_size=self.batch_size)
+        known = self._layouts.get(chunked.num_chunks)
+        if known is None or known.length < chunked.length:
+            self._layouts[chunked.num_chunks] = chunked
+        return chunked.latents.astype(np.float64)
+
+    def _decode_chunked(self, latents):
+        """``(batch, chunks, frames, channels)`` -> ``(batch, samples)``, item by item."""
+        layout = self._layouts[latents.shape[1]]
+        items = [
+            decode_long(self.model, ChunkedLatents(z[None], layout.length, layout.chunk_samples,
+                                                   layout.step_samples, layout.sample_rate),
+                        steps=self.steps, seed=self.seed, batch_size=self.batch_size)
+            for z in latents
+        ]
+        return np.concatenate(items).astype(np.float64)
+
     def _encode_raw(self, audio):
         x = np.asarray(audio, np.float32)
+        self.calls["encode"] += 1
+        if self.chunk_seconds is not None:
+            latents = self._encode_chunked(x)
+            return latents - self._chunked_origin(x.shape[1]) if self.affine else latents
         front, back = self.model.autoencode_padding(x.shape[1])
         x = np.pad(x, ((0, 0), (front, back)))
-        self.calls["encode"] += 1
         latents = self._chunks(x, lambda a: keras.ops.convert_to_numpy(self.model.encode(a)))
         return latents - self.origin(latents.shape[1]) if self.affine else latents
 
@@ -101,6 +131,13 @@ class ModelFunctions:
             self._origins[frames] = latents.astype(np.float64)
         return self._origins[frames]
 
+    def _chunked_origin(self, samples):
+        """``Enc(silence)`` of ``samples`` samples, chunked: ``(1, chunks, frames, channels)``."""
+        key = ("chunked", samples)
+        if key not in self._origins:
+            self._origins[key] = self._encode_chunked(np.zeros((1, samples), np.float32))
+        return self._origins[key]
+
     def noise(self, frames):
         """The shared starting noise for ``frames`` latent frames: ``(1, ...)`` float32."""
         if frames not in self._noise:
@@ -111,6 +148,11 @@ class ModelFunctions:
         return self._noise[frames]
 
     def _decode_raw(self, latents):
+        self.calls["decode"] += 1
+        if self.chunk_seconds is not None:
+            layout = self._layouts[latents.shape[1]]
+            origin = self._chunked_origin(layout.length) if self.affine else 0.0
+            return self._decode_chunked(np.asarray(latents + origin, np.float32))
         z = latents + self.origin(latents.shape[1]) if self.affine else latents
         z = np.asarray(z, np.float32)
         noise = self.noise(int(z.shape[1]))
@@ -120,7 +162,6 @@ class ModelFunctions:
             y = self.model.decode(part, steps=self.steps, seed=self.seed, noise=tiled)
             return keras.ops.convert_to_numpy(y)
 
-        self.calls["decode"] += 1
         return self._chunks(z, run)[:, self.front :]
 
     # -- cached public callables

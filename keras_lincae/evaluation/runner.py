@@ -172,7 +172,7 @@ def model_display_name(preset):
 def evaluate_model(model_or_fns, clips, name="model", preset=None, steps=1, seed=0,
                    batch_size=4, call_batch_size=8, metrics=None,
                    gains: Sequence[float] = DEFAULT_GAINS, progress=True, clear_cache=True,
-                   affine=False):
+                   affine=False, chunk_seconds=None):
     """Score one model on ``clips``.
 
     Args:
@@ -188,9 +188,11 @@ def evaluate_model(model_or_fns, clips, name="model", preset=None, steps=1, seed
         clear_cache: bool, True. Empty the encode/decode cache after each batch (keep it to
             reuse the results, as the demo page does).
         affine: bool, False. Score latents relative to ``Enc(silence)`` (see ``ModelFunctions``).
+        chunk_seconds: float or None. Encode and decode in crossfaded chunks of this span, as
+            ``lincae`` does for long audio (see ``ModelFunctions``); None: whole clips.
 
     Returns:
-        dict with ``name``, ``preset``, ``per_song`` (``metric -> list``, one value per clip,
+        dict with ``name``, ``preset``, ``chunk_seconds``, ``per_song`` (``metric -> list``, one value per clip,
         None where a metric does not apply), ``summary`` (see ``summarize``), ``notes`` and
         ``seconds``.
     """
@@ -200,7 +202,7 @@ def evaluate_model(model_or_fns, clips, name="model", preset=None, steps=1, seed
     fns = model_or_fns
     if isinstance(model_or_fns, LinCAE):
         fns = ModelFunctions(model_or_fns, steps=steps, seed=seed, batch_size=call_batch_size,
-                             affine=affine)
+                             affine=affine, chunk_seconds=chunk_seconds)
     t0 = time.perf_counter()
     per_clip = {s.name: np.full(len(clips), np.nan) for s in specs}
     batches = clip_batches(clips, max(1, int(batch_size)))
@@ -231,6 +233,7 @@ def evaluate_model(model_or_fns, clips, name="model", preset=None, steps=1, seed
     return {
         "name": name,
         "preset": None if preset is None else os.fspath(preset),
+        "chunk_seconds": chunk_seconds,
         "per_song": {k: [None if not np.isfinite(x) else float(x) for x in v]
                      for k, v in per_clip.items()},
         "summary": summarize(per_clip),
