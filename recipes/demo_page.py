@@ -17,7 +17,6 @@ The logic lives in ``keras_lincae.demo`` and ``keras_lincae.evaluation``. Errors
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -61,23 +60,6 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     entry.add_flags(p)
     return p
-
-
-def _about(preset, name):
-    """`name: N training steps in K phases (H h)` from a preset's provenance, or None."""
-    from keras_lincae.preset_io import resolve_preset
-
-    folder = resolve_preset(preset)
-    path = os.path.join(folder, "metadata.json") if folder else None
-    if not path or not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        provenance = json.load(f).get("provenance") or {}
-    if not provenance.get("training_steps"):
-        return None
-    hours = provenance.get("wall_time_hours")
-    return (f"{name}: {provenance['training_steps']} training steps in {len(provenance.get('phases', [])) or 1} "
-            f"phase(s)" + (f", {hours:.1f} h" if hours else "") + f", mode {provenance.get('training_mode')}")
 
 
 def main(argv=None, models=None):
@@ -140,7 +122,7 @@ def main(argv=None, models=None):
                       seed=args.seed, presets=list(args.preset), chunk_seconds=args.chunk_seconds)
         results = E.make_results(rows, clips, skipped, config)
 
-    about = "; ".join(filter(None, (_about(preset, name) for preset, (name, _) in zip(args.preset, compared))))
+    about = "; ".join(filter(None, (E.training_summary(preset, name) for preset, (name, _) in zip(args.preset, compared))))
     bar = E.ProgressBar(len(compared), desc="demo page", enabled=not args.no_progress)
     index = D.build_demo_page(compared, clips, args.out, results=results, gains=gains,
                               target=args.target, embed=args.embed, audio_format=args.audio_format,

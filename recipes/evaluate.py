@@ -118,6 +118,7 @@ def main(argv=None, models=None):
             model, clips, name=name, preset=preset, steps=args.steps, seed=args.seed,
             batch_size=args.batch_size, call_batch_size=args.call_batch_size, metrics=metrics,
             progress=not args.no_progress, affine=args.affine, chunk_seconds=chunk))
+        rows[-1]["training"] = E.training_summary(preset, name)
     config = dict(data=os.fspath(data), target=args.target, clip_seconds=args.clip_seconds,
                   clip_start=args.clip_start, max_songs=args.max_songs, steps=args.steps,
                   seed=args.seed, presets=list(args.preset), affine=args.affine,

@@ -342,6 +342,20 @@ def test_evaluate_recipe_records_the_chunking(tiny_setup, tmp_path):
         assert text in (out / "results.md").read_text()
 
 
+def test_results_say_how_each_shipped_model_was_trained(stand_in_rows):
+    from keras_lincae import preset_io
+
+    with open(f"{preset_io.resolve_preset('lin_cae_small')}/metadata.json") as f:
+        steps = json.load(f)["provenance"]["training_steps"]
+    line = E.training_summary("lin_cae_small", "lin_cae_small")
+    assert line.startswith(f"lin_cae_small: {steps} training steps in ") and line.endswith("mode lin_cae")
+    assert E.training_summary("lin_cae_tiny", "lin_cae_tiny") is None  # a built-in config: no training
+    rows, clips, skipped = stand_in_rows
+    rows = [dict(rows[0], training=line), rows[1]]
+    md = E.format_markdown(E.make_results(rows, clips, skipped, config={"data": "songs"}))
+    assert f"Models: {line}." in md.split("## Every metric")[0]
+
+
 def test_affine_model_functions_measure_relative_to_silence(tiny_model):
     plain = E.ModelFunctions(tiny_model, seed=0, batch_size=2)
     affine = E.ModelFunctions(tiny_model, seed=0, batch_size=2, affine=True)

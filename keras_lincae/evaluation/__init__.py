@@ -29,6 +29,7 @@ _PUBLIC = {
     "load_model": "keras_lincae.evaluation.runner",
     "model_display_name": "keras_lincae.evaluation.runner",
     "summarize": "keras_lincae.evaluation.runner",
+    "training_summary": "keras_lincae.evaluation.runner",
     "MIN_SONGS_FOR_CI": "keras_lincae.evaluation.report",
     "format_csv": "keras_lincae.evaluation.report",
     "format_markdown": "keras_lincae.evaluation.report",

@@ -100,6 +100,9 @@ def format_markdown(results):
         + ". Values are means over songs, "
         f"with a 95 % confidence interval (±) from {MIN_SONGS_FOR_CI} songs on; "
         "↑ higher is better, ↓ lower is better.")
+    trained = [r["training"] for r in results["models"] if r.get("training")]
+    if trained:
+        lines += ["", "Models: " + "; ".join(trained) + "."]
     lines.append("")
     headline = [m for m in HEADLINE_METRICS if any(x["name"] == m for x in results["metrics"])]
     lines += markdown_table(*table_rows(results, headline))

@@ -18,6 +18,7 @@ evaluation.write_results(results, "eval_out")
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -161,6 +162,24 @@ def load_model(preset, cache=None):
     if preset not in cache:
         cache[preset] = LinCAE.from_preset(preset)
     return cache[preset]
+
+
+def training_summary(preset, name):
+    """`name: N training steps in K phase(s), H h, mode M` from a preset's provenance (its
+    `metadata.json`), or None where it records no training."""
+    from keras_lincae.preset_io import resolve_preset
+
+    folder = resolve_preset(preset)
+    path = os.path.join(folder, "metadata.json") if folder else None
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        provenance = json.load(f).get("provenance") or {}
+    if not provenance.get("training_steps"):
+        return None
+    hours = provenance.get("wall_time_hours")
+    return (f"{name}: {provenance['training_steps']} training steps in {len(provenance.get('phases', [])) or 1} "
+            f"phase(s)" + (f", {hours:.1f} h" if hours else "") + f", mode {provenance.get('training_mode')}")
 
 
 def model_display_name(preset):
