@@ -53,3 +53,19 @@ def test_step_ships_an_exported_preset_and_a_missing_one_is_refused(tmp_path, ca
     assert [(r, p) for r, _, p in ship_preset._phases(run, preset)] == [(run, preset)]
     assert ship_preset.main([run, "x", "--step", "20", "--out", str(tmp_path / "out")]) == 2
     assert "no preset at" in capsys.readouterr().err and not os.path.exists(tmp_path / "out")
+
+
+def test_every_phase_line_names_its_recipe_and_hardware():
+    """Earlier phases recorded by hand (a config name) or by this tool (a run's config) both
+    render with their hardware, and the shipped presets' history renders without gaps."""
+    run_config = dict(clip_frames=64, learning_rate=3e-4, warmup_steps=50, final_learning_rate=1e-5,
+                      ema_momentum=0.99, ema_every=10, steps=1500, model={"objective": "one_step_spectral"})
+    line = ship_preset._phase_line(4, dict(config=run_config, steps=1500, hours=1.25, hardware="1 CPU core",
+                                           earlier=True, preset="lin_cae_small"))
+    assert line.startswith("  4. 1500 steps from the EMA weights of phase 3") and "clips of 64 frames" in line
+    assert "one_step_spectral" in line and "on 1 CPU core; 1.25 h (from the provenance of `lin_cae_small`)" in line
+    hand = ship_preset._phase_line(1, dict(config="small", steps=3800, hardware="an H200"))
+    assert hand == "  1. 3800 steps with `--config small` from a random initialisation on an H200"
+    for k, phase in enumerate(ship_preset._earlier_phases("lin_cae_small"), 1):
+        text = ship_preset._phase_line(k, phase)
+        assert "unrecorded hardware" not in text and not text.split(" on ", 1)[-1].startswith("phase"), text

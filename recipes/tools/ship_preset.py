@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 
 if __package__ in (None, ""):  # run as a script from a checkout
@@ -85,7 +86,36 @@ def _earlier_phases(init_weights):
         return []
     with open(os.path.join(folder, "metadata.json")) as f:
         provenance = json.load(f).get("provenance") or {}
-    return [dict(p, earlier=True, preset=init_weights) for p in provenance.get("phases", [])]
+    phases = [dict(p, earlier=True, preset=init_weights) for p in provenance.get("phases", [])]
+    if phases and "hardware" not in phases[-1] and provenance.get("hardware"):
+        # the card's hardware line was the last phase's ("phase 3: 1 core of ...")
+        phases[-1]["hardware"] = re.sub(r"^phase \d+: ", "", provenance["hardware"])
+    return phases
+
+
+def _phase_line(k, phase):
+    """The card's line for training phase `k` (1-based): its recipe, steps, hardware and hours."""
+    hours = phase.get("hours") or phase.get("wall_time_hours")
+    source = f" (from the provenance of `{phase['preset']}`)" if phase.get("earlier") else ""
+    if isinstance(phase["config"], str):  # recorded by hand: a packaged config name
+        return (f"  {k}. {phase['steps']} steps with `--config {phase['config']}`"
+                + (f" from {phase['init_weights']}" if phase.get("init_weights") else " from a random initialisation")
+                + f" on {phase.get('hardware', 'unrecorded hardware')}" + (f"; {hours:.2f} h" if hours else "") + source)
+    c, m = phase["config"], phase["config"].get("model", {})
+    objective = (
+        "objective `one_step_spectral` (1-step decode from sigma_max noise, multi-resolution spectral "
+        "loss on the waveform; not the paper's), " if m.get("objective") == "one_step_spectral" else "")
+    return (
+        f"  {k}. {phase['steps']} steps"
+        + (f" from the EMA weights of phase {k - 1} (`init_weights`, step counter restarted)" if k > 1 else
+           " from a random initialisation")
+        + f", clips of {c['clip_frames']} frames: RAdam lr {c['learning_rate']:g} ({c['warmup_steps']} warm-up steps, "
+        f"cosine to {c['final_learning_rate']:g}), EMA {c['ema_momentum']} every {c['ema_every']} steps, {objective}"
+        f"consistency step size {m.get('base_step', 0.1):g}^({m.get('start_exp', 1.0):g} -> {m.get('end_exp', 2.0):g})"
+        + (f" over {c['steps']} steps" if phase["steps"] == c["steps"] else
+           f" (schedules set for {c['steps']} steps, see docs/training.md)")
+        + (f"; on {phase['hardware']}" if phase.get("hardware") else "")
+        + (f"; {hours:.2f} h" if hours else "") + source)
 
 
 def _steps_of(preset_dir):
@@ -140,36 +170,13 @@ def _card(name, model, config, meta, evals, notes):
         "channels/layers): " + ", ".join(f"`{k}={v}`" for k, v in presets.SMALL_ARCHITECTURE.items()),
         "",
         "## Training",
-        f"- Recipe: `KERAS_BACKEND=jax python recipes/train.py --config {meta['config_name']} --out runs/{name}` "
+        f"- Recipe: `python recipes/train.py --config {meta['config_name']} --out runs/{name}` "
         f"(after `python recipes/make_dataset.py`); the exact commands of every phase are in docs/training.md",
         f"- {meta['training_steps']} optimizer steps in {len(meta['phases'])} phase(s), batch {config['batch_size']} "
         f"clips of {config['clip_frames']} spectrogram frames ({(config['clip_frames'] * 512 + 1536) / 44100:.2f} s), "
         f"seed {config['seed']} (weights shipped: the EMA weights, without the training-time shadow copies):",
     ]
-    for k, phase in enumerate(meta["phases"], 1):
-        if phase.get("earlier"):  # recorded by the preset this run started from
-            hours = phase.get("wall_time_hours") or phase.get("hours")
-            how = f"`--config {phase['config']}`" if isinstance(phase["config"], str) else f"run `{phase.get('run')}`"
-            lines.append(
-                f"  {k}. {phase['steps']} steps with {how}"
-                + (f" from {phase['init_weights']}" if phase.get("init_weights") else " from a random initialisation")
-                + f" on {phase.get('hardware', 'unrecorded hardware')}" + (f"; {hours:.2f} h" if hours else "")
-                + f" (from the provenance of `{phase['preset']}`)")
-            continue
-        c, m = phase["config"], phase["config"].get("model", {})
-        objective = (
-            "objective `one_step_spectral` (1-step decode from sigma_max noise, multi-resolution spectral "
-            "loss on the waveform; not the paper's), " if m.get("objective") == "one_step_spectral" else "")
-        lines.append(
-            f"  {k}. {phase['steps']} steps"
-            + (f" from the EMA weights of phase {k - 1} (`init_weights`, step counter restarted)" if k > 1 else
-               " from a random initialisation")
-            + f": RAdam lr {c['learning_rate']:g} ({c['warmup_steps']} warm-up steps, cosine to "
-            f"{c['final_learning_rate']:g}), EMA {c['ema_momentum']} every {c['ema_every']} steps, {objective}consistency "
-            f"step size {m.get('base_step', 0.1):g}^({m.get('start_exp', 1.0):g} -> {m.get('end_exp', 2.0):g})"
-            + (f" over {c['steps']} steps" if phase["steps"] == c["steps"] else
-               f" (schedules set for {c['steps']} steps, see docs/training.md)")
-            + (f"; {phase['hours']:.2f} h" if phase["hours"] else ""))
+    lines += [_phase_line(k, phase) for k, phase in enumerate(meta["phases"], 1)]
     lines += [
         "- Data (mono clips, each channel of the stereo recordings a separate example; MUSDB-style "
         "songs contribute their mixture and stems):",
@@ -234,7 +241,7 @@ def _ship(args):
     notes = open(args.notes).read() if args.notes else ""
     preset_dir = _shipped_preset_dir(args.run_dir, args.step)
     phases = [dict(run=os.path.basename(os.path.abspath(run)), config=c, steps=_steps_of(p),
-                   hours=_wall_time_hours(run, p))
+                   hours=_wall_time_hours(run, p), hardware=args.hardware)
               for run, c, p in _phases(args.run_dir, preset_dir)]
     phases = _earlier_phases(phases[0]["config"].get("init_weights")) + phases
     config = phases[-1]["config"]
