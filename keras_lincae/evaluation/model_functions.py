@@ -101,9 +101,8 @@ class ModelFunctions:
             self._layouts[chunked.num_chunks] = chunked
         return chunked.latents.astype(np.float64)
 
-    def _decode_chunked(self, latents):
+    def _decode_chunked(self, latents, layout):
         """``(batch, chunks, frames, channels)`` -> ``(batch, samples)``, item by item."""
-        layout = self._layouts[latents.shape[1]]
         items = [
             decode_long(self.model, ChunkedLatents(z[None], layout.length, layout.chunk_samples,
                                                    layout.step_samples, layout.sample_rate),
@@ -152,7 +151,7 @@ class ModelFunctions:
         if self.chunk_seconds is not None:
             layout = self._layouts[latents.shape[1]]
             origin = self._chunked_origin(layout.length) if self.affine else 0.0
-            return self._decode_chunked(np.asarray(latents + origin, np.float32))
+            return self._decode_chunked(np.asarray(latents + origin, np.float32), layout)
         z = latents + self.origin(latents.shape[1]) if self.affine else latents
         z = np.asarray(z, np.float32)
         noise = self.noise(int(z.shape[1]))
