@@ -72,9 +72,9 @@ def test_trained_weights_reconstruct_better_than_untrained(name, held_out_song):
         assert out.shape == held_out_song.shape and np.all(np.isfinite(out))
         scores[label] = float(M.magnitude_snr(out[0], held_out_song[0]))
         levels[label] = np.sqrt(np.mean(out**2) / np.mean(held_out_song**2))
-    # Measured (jax, 6700 steps): magnitude SNR lin_cae_small 1.19 dB, m2l_small 1.38 dB (MR-STFT
-    # 2.31 / 2.12), output levels 0.67 / 0.65 of the input; untrained (zero-initialised output
-    # layers) 0.0003 dB, level 2e-4. The shipped models are weak (see their cards): these bounds
+    # Measured (jax, 8200 steps, decoded whole): magnitude SNR lin_cae_small 1.46 dB, m2l_small
+    # 1.02 dB (MR-STFT 1.87 / 1.83), output levels 0.73 / 0.84 of the input; untrained
+    # (zero-initialised output layers) 0.0003 dB, level 2e-4. The shipped models are weak (see their cards): these bounds
     # check that trained weights are what is loaded and used, not that reconstructions are good.
     assert scores["trained"] > scores["untrained"] + 0.3, scores
     assert levels["trained"] > 0.1 > 10 * levels["untrained"], levels
@@ -82,22 +82,23 @@ def test_trained_weights_reconstruct_better_than_untrained(name, held_out_song):
 
 def test_lin_cae_small_reconstructs_its_input_not_any_music(held_out_song):
     """The 1-step decode follows the song it encodes: MR-STFT against that song is far below the
-    decode of another held-out song's latents. Measured (jax): 2.31 vs 3.81 (the other song
-    itself: 4.01); magnitude SNR 1.19 vs -0.47 dB."""
+    decode of another held-out song's latents. Measured (jax, 8200 steps): 1.87 vs 3.85;
+    magnitude SNR 1.46 vs -0.78 dB."""
     model = LinCAE.from_preset("lin_cae_small")
     other = generate_song([0, 1, 2], seconds=3.0, renderer="numpy")[0]["mixture"][None]
     own = to_numpy(model.autoencode(held_out_song, seed=0))
     foreign = to_numpy(model.autoencode(other, seed=0))
     distance = {k: float(M.multi_resolution_stft_distance(y, held_out_song)[0]) for k, y in (("own", own), ("other", foreign))}
     assert distance["own"] < 0.75 * distance["other"], distance
-    assert distance["own"] < 2.6, distance
+    assert distance["own"] < 2.1, distance
 
 
 def test_lin_cae_small_reconstructs_closer_at_its_training_context(held_out_song):
     """Encoded and decoded in chunks of its training clips (`presets.recommended_chunk_seconds`,
     the CLI's default for it), a held-out song comes back closer than from one whole decode, whose
-    level and spectrum drift with the input's length. Measured (jax, 3-s song): MR-STFT 1.81 vs
-    2.31, magnitude SNR 1.33 vs 1.19 dB (5-s clips of the held-out sets: docs/training.md)."""
+    level and spectrum drift with the input's length. Measured (jax, 3-s song, 8200 steps): MR-STFT
+    1.61 vs 1.87, magnitude SNR 1.60 vs 1.46 dB (5-s clips of the held-out sets: 2.26-3.29 dB,
+    docs/evaluation/). The bar is what the shipped model reaches, not the 3 dB the project wants."""
     model = LinCAE.from_preset("lin_cae_small")
     seconds = presets.recommended_chunk_seconds("lin_cae_small")
     whole = to_numpy(model.autoencode(held_out_song, seed=0))
@@ -106,12 +107,14 @@ def test_lin_cae_small_reconstructs_closer_at_its_training_context(held_out_song
     distance = {k: float(M.multi_resolution_stft_distance(y, held_out_song)[0])
                 for k, y in (("whole", whole), ("chunked", chunked))}
     assert distance["chunked"] < 0.9 * distance["whole"], distance
-    assert M.magnitude_snr(chunked[0], held_out_song[0]) > M.magnitude_snr(whole[0], held_out_song[0])
+    snr = {k: float(M.magnitude_snr(y[0], held_out_song[0])) for k, y in (("whole", whole), ("chunked", chunked))}
+    assert snr["chunked"] > snr["whole"] and snr["chunked"] >= 1.5, snr
 
 
 def test_lin_cae_small_latents_are_more_additive_than_m2l_small(held_out_stems):
     """The paper's claim on a held-out song: E(u + v) is closer to E(u) + E(v) for Lin-CAE.
-    Measured (jax): relative error 0.857 vs 0.946 (5 s clips of 4 songs: 0.57 vs 0.95, cards)."""
+    Measured (jax, 8200 steps): relative error 0.72 vs 0.97 (held-out sets, chunked: 0.70-0.76 vs
+    0.80-0.92, docs/evaluation/)."""
     u = held_out_stems["vocals"][None]
     v = (held_out_stems["mixture"] - held_out_stems["vocals"])[None]
     errors = {name: float(L.encoder_additivity(lambda x, m=LinCAE.from_preset(name): to_numpy(m.encode(x)), u, v)[0])
@@ -121,7 +124,7 @@ def test_lin_cae_small_latents_are_more_additive_than_m2l_small(held_out_stems):
 
 def test_lin_cae_small_decoder_is_more_homogeneous_than_m2l_small(held_out_song):
     """Dec(a z) against a Dec(z) on a held-out song, mean over the default gains. Measured (jax):
-    18.0 dB vs 9.7 dB (held-out sets, cards: 17.9-19.7 vs 9.7-14.3)."""
+    20.9 dB vs 10.6 dB (held-out sets, chunked: 19.4-25.1 vs 11.6-15.4, docs/evaluation/)."""
     snr = {}
     for name in SHIPPED:
         model = LinCAE.from_preset(name)
@@ -157,11 +160,11 @@ def test_preset_loads_from_the_installed_copy_without_a_source_tree(tmp_path, mo
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_outputs_unchanged_since_the_redesign(name):
-    """Latents and 1-step audio match what the code gave before the package redesign.
+def test_outputs_unchanged_since_the_weights_shipped(name):
+    """Latents and 1-step audio match what the code gave when the weights shipped.
 
     The reference is tests/data/shipped_outputs.npz, written by tests/data/make_shipped_outputs.py
-    (jax) from the pre-redesign commit; other backends agree within the cross-backend tolerance.
+    (jax) with the shipped weights; other backends agree within the cross-backend tolerance.
     """
     reference = np.load(os.path.join(os.path.dirname(__file__), "data", "shipped_outputs.npz"))
     model = LinCAE.from_preset(name)

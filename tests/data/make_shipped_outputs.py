@@ -1,7 +1,8 @@
-"""Write `shipped_outputs.npz`: what the shipped presets gave before the package redesign.
+"""Write `shipped_outputs.npz`: what the shipped presets give, written when their weights ship.
 
-Run once from the repository root (`KERAS_BACKEND=jax python tests/data/make_shipped_outputs.py`);
-tests/test_shipped_presets.py checks that today's code still gives these latents and audio.
+Run from the repository root after shipping new weights
+(`KERAS_BACKEND=jax python tests/data/make_shipped_outputs.py`; last: 2026-12-01, the step-8200
+presets); tests/test_shipped_presets.py checks that today's code still gives these latents and audio.
 Input and noise: `keras_lincae.testing.shipped_reference`.
 """
 
