@@ -34,7 +34,7 @@ from keras_lincae.data.audio_io import SAMPLE_RATE
 from keras_lincae.data.songs import clip_batches
 from keras_lincae.evaluation.checks import decode_to
 from keras_lincae.evaluation.registry import gain_name
-from keras_lincae.evaluation.report import MIN_SONGS_FOR_CI, table_rows, verdict
+from keras_lincae.evaluation.report import MIN_SONGS_FOR_CI, describe_chunking, table_rows, verdict
 
 __all__ = [
     "DEMO_GAINS",
@@ -376,7 +376,7 @@ def build_demo_page(models, clips, out_dir, results=None, gains: Sequence[float]
             f'<p class="note">Means over {len(results.get("songs", []))} song(s) (± a 95 % confidence'
             f" interval from {MIN_SONGS_FOR_CI} songs on)"
             f" of {e(str(cfg.get('data', '')))} (target {e(str(cfg.get('target', '')))},"
-            f" clips of up to {e(str(cfg.get('clip_seconds', '')))} s, "
+            f" clips of up to {e(str(cfg.get('clip_seconds', '')))} s, {e(describe_chunking(results.get('models', [])))}, "
             f"{e(str(cfg.get('steps', '')))} step(s), seed {e(str(cfg.get('seed', '')))}); "
             "↑ higher is better, ↓ lower is better.</p>")
     parts.append("<h2>Listening examples</h2>")

@@ -144,6 +144,7 @@ def test_demo_page_loads_in_headless_chromium(built_page, tmp_path):
     assert text.index('class="results"') < text.index('class="demo"')
     for label in [s.label for s in E.metric_specs()]:
         assert label in text
+    assert "clips of up to 0.5 s, decoded whole" in text  # a folder preset names no chunk length
     for caption in ("original mix", "true mix", "true vocals", "Dec(z_mix)", "Dec(Σ z_stem)",
                     "Dec(z_mix − z_acc)", "Dec(0.25 · z_mix)", "Dec(0.5 · z_mix)",
                     "Dec(2 · z_mix)", "2 × mix"):

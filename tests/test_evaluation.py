@@ -332,7 +332,7 @@ def test_chunked_model_functions_score_what_long_audio_decodes(tiny_model):
 def test_evaluate_recipe_records_the_chunking(tiny_setup, tmp_path):
     preset, data = tiny_setup
     evaluate = load_recipe("evaluate")
-    for chunk, expected, text in (("0.2", 0.2, "crossfaded 0.2-s chunks"), ("auto", None, "whole clips")):
+    for chunk, expected, text in (("0.2", 0.2, "decoded in crossfaded 0.2-s chunks"), ("auto", None, "decoded whole")):
         out = tmp_path / chunk
         evaluate.main(["--preset", str(preset), "--data", str(data), "--clip-seconds", "0.5",
                        "--metrics", "reconstruction", "--chunk-seconds", chunk, "--no-progress",

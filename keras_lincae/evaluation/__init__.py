@@ -31,6 +31,7 @@ _PUBLIC = {
     "summarize": "keras_lincae.evaluation.runner",
     "training_summary": "keras_lincae.evaluation.runner",
     "MIN_SONGS_FOR_CI": "keras_lincae.evaluation.report",
+    "describe_chunking": "keras_lincae.evaluation.report",
     "format_csv": "keras_lincae.evaluation.report",
     "format_markdown": "keras_lincae.evaluation.report",
     "load_results": "keras_lincae.evaluation.report",

@@ -77,13 +77,14 @@ def markdown_table(header, rows):
     return lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
 
 
-def _chunking(rows):
-    """How each model encoded and decoded its clips, for the settings line."""
+def describe_chunking(rows):
+    """How the models of ``rows`` encoded and decoded their clips: "decoded in crossfaded 0.4-s
+    chunks", "decoded whole", or one such phrase per model."""
     spans = [r.get("chunk_seconds") for r in rows]
-    text = lambda s: "whole clips" if s is None else f"crossfaded {s:g}-s chunks"
+    text = lambda s: "decoded whole" if s is None else f"decoded in crossfaded {s:g}-s chunks"
     if len(set(spans)) == 1:
-        return f", {text(spans[0])}"
-    return ", " + "; ".join(f"{r['name']}: {text(s)}" for r, s in zip(rows, spans))
+        return text(spans[0])
+    return "; ".join(f"{r['name']}: {text(s)}" for r, s in zip(rows, spans))
 
 
 def format_markdown(results):
@@ -96,7 +97,7 @@ def format_markdown(results):
         f"(start: {cfg.get('clip_start')}), {cfg.get('steps')} decoding step(s), seed "
         f"{cfg.get('seed')}, backend {cfg.get('keras_backend')}"
         + (", latent arithmetic relative to Enc(silence) (affine)" if cfg.get("affine") else "")
-        + _chunking(results["models"])
+        + ", " + describe_chunking(results["models"])
         + ". Values are means over songs, "
         f"with a 95 % confidence interval (±) from {MIN_SONGS_FOR_CI} songs on; "
         "↑ higher is better, ↓ lower is better.")
