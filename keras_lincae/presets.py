@@ -23,9 +23,10 @@ SMALL_ARCHITECTURE = dict(
     num_bottleneck_layers=2,
 )
 
-# The small presets' training clips (32 spectrogram frames in their CPU phases): decoded whole,
-# longer audio drifts 1-2 dB in level and loses up to 1.6 dB of magnitude SNR (docs/training.md,
-# "Decoding at the training context"), so the CLI encodes it in chunks of this length.
+# About the small presets' training clips (32 and 64 spectrogram frames, 0.41 / 0.78 s): decoded
+# whole, longer audio drifts 1-2 dB in level and loses up to 1.6 dB of magnitude SNR
+# (docs/training.md, "Decoding at the training context"), so `lincae` and the evaluation recipes
+# encode it in chunks of this length (0.2 s and 0.75 s score lower: "Phase 4").
 SMALL_CHUNK_SECONDS = 0.4
 
 BUILTIN_PRESETS = {
