@@ -211,9 +211,9 @@ def evaluate_model(model_or_fns, clips, name="model", preset=None, steps=1, seed
             ``lincae`` does for long audio (see ``ModelFunctions``); None: whole clips.
 
     Returns:
-        dict with ``name``, ``preset``, ``chunk_seconds``, ``per_song`` (``metric -> list``, one value per clip,
-        None where a metric does not apply), ``summary`` (see ``summarize``), ``notes`` and
-        ``seconds``.
+        dict with ``name``, ``preset``, ``chunk_seconds``, ``per_song`` (``metric -> list``, one
+        value per clip, None where a metric does not apply), ``summary`` (see ``summarize``),
+        ``notes`` and ``seconds``.
     """
     if not clips:
         raise ValueError("no clips to evaluate")
