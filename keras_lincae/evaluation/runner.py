@@ -38,6 +38,7 @@ from keras_lincae.evaluation.model_functions import ModelFunctions
 from keras_lincae.evaluation.registry import gain_name, resolve_metrics
 from keras_lincae.evaluation.report import RESULTS_FORMAT
 from keras_lincae.models.lincae import LinCAE
+from keras_lincae.preset_io import resolve_preset
 
 MIN_CLIP_SAMPLES = 2 * max(M.MRSTFT_FFT_SIZES)  # MR-STFT needs more than max(fft) // 2
 
@@ -167,8 +168,6 @@ def load_model(preset, cache=None):
 def training_summary(preset, name):
     """`name: N training steps in K phase(s), H h, mode M` from a preset's provenance (its
     `metadata.json`), or None where it records no training."""
-    from keras_lincae.preset_io import resolve_preset
-
     folder = resolve_preset(preset)
     path = os.path.join(folder, "metadata.json") if folder else None
     if not path or not os.path.isfile(path):
