@@ -1,5 +1,7 @@
 """What a training run is made of: the model, its optimizer, its clip stream."""
 
+import gc
+
 import keras
 import numpy as np
 
@@ -105,4 +107,17 @@ def first_batch(dataset):
     batch = next(stream)
     if hasattr(stream, "close"):
         stream.close()
+    del stream
+    finalize_input_iterators()  # while `dataset` still holds the functions its threads call
     return np.asarray(batch[0] if isinstance(batch, tuple) else batch)
+
+
+def finalize_input_iterators():
+    """Free dropped input-pipeline iterators now, while the caller still holds their dataset.
+
+    A `tf.data` iterator's reading threads call Python functions (`tf.py_function`) that
+    TensorFlow registers by weak reference. Left to a later cyclic-GC pass that frees the
+    dataset in the same sweep, a thread still in flight can look up a function already cleared
+    (a CI run crashed with SIGSEGV in that sweep). Collecting here joins the threads first.
+    """
+    gc.collect()

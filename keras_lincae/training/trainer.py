@@ -24,7 +24,8 @@ import keras
 import numpy as np
 
 from keras_lincae.training.builders import (build_dataset, build_model, build_optimizer, data_sources,
-                                            first_batch, init_from_preset, resume_plan)
+                                            finalize_input_iterators, first_batch, init_from_preset,
+                                            resume_plan)
 from keras_lincae.training.callbacks import CheckpointCallback, TrainingMonitor
 from keras_lincae.training.checkpoint import Checkpointer
 from keras_lincae.training.config import SAVED_CONFIG, write_yaml
@@ -188,6 +189,7 @@ class Trainer:
             self.model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=spe, verbose=0,
                            shuffle=False,  # the input pipelines shuffle (seeded) themselves
                            callbacks=[self.monitor, CheckpointCallback(self.checkpoint, self.monitor, spe)])
+            finalize_input_iterators()  # fit's iterator, possibly mid-stream, while `dataset` lives
         self.checkpoint(final=True)
         if self.monitor.out_of_time:
             self._log(f"\nTime limit ({c.max_minutes} min) reached at step {self.step} of {c.steps}; "
